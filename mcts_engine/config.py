@@ -40,10 +40,11 @@ class TeacherConfig:
     min_pixels: int = 56 * 56
     image_format: str = "png"  # png | jpeg; each image encoded once per sample
     extra_body: dict[str, Any] = field(default_factory=dict)  # passed through to the server
-    # HTTP path of the openai backend: lean = AsyncOpenAI (its retries/timeouts) over a lean connection
-    # pool; httpx = AsyncOpenAI on its stock pool; direct = the same requests and retry rules without the
-    # SDK's per-request machinery (fastest; opt-in, ignores HTTP(S)_PROXY). See README benchmarks.
-    client: str = "lean"
+    # HTTP path of the openai backend: direct = requests sent on a lean keep-alive pool, retries and
+    # backoff decided by the AsyncOpenAI client's own rules (fastest); lean = AsyncOpenAI's request loop
+    # over the same pool; httpx = AsyncOpenAI on its stock httpx pool (used whenever HTTP(S)_PROXY
+    # applies). See README benchmarks.
+    client: str = "direct"
     # sim teacher only (a scripted stand-in for demos/tests/benchmarks, never a real model)
     sim_accuracy: float = 0.45  # P(final answer is right) with no annotated region looked at
     sim_latency_s: float = 0.0  # per request

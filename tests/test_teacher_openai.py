@@ -436,14 +436,66 @@ def test_stop_strings_follow_the_context_and_one_shot():
     assert a.choices[0].text == call
 
 
-def test_direct_client_mirrors_the_sdk_retry_policy():
-    from mcts_engine.teachers.openai_compat import retry_delay
+RETRY_CASES = [
+    (status, headers)
+    for status in (0, 400, 404, 408, 409, 422, 429, 500, 503)
+    for headers in (
+        [], [(b"Retry-After-Ms", b"20")], [(b"retry-after", b"3")], [(b"retry-after", b"600")],
+        [(b"retry-after-ms", b"0"), (b"retry-after", b"5")], [(b"retry-after", b"soon")],
+        [(b"x-should-retry", b"false")], [(b"x-should-retry", b"true")],
+        [(b"x-should-retry", b"true"), (b"retry-after", b"600")],
+    )
+    if status or not headers  # no response: no headers
+]
 
-    assert retry_delay(0, [(b"Retry-After-Ms", b"20")]) == pytest.approx(0.02)
-    assert retry_delay(0, [(b"retry-after", b"3")]) == 3.0
-    assert retry_delay(0, [(b"retry-after", b"600")]) is None  # over two minutes: give up
-    assert retry_delay(0, [(b"x-should-retry", b"false")]) is None
-    assert 0.375 <= retry_delay(0, None) <= 0.5 and 6.0 <= retry_delay(10, None) <= 8.0
+
+@pytest.mark.parametrize("status,headers", RETRY_CASES)
+def test_direct_retry_decisions_are_the_sdk_clients(status, headers, monkeypatch):
+    """The direct client asks the AsyncOpenAI client's own rules; the written-out fallback agrees with them."""
+    import random
+
+    import openai
+
+    from mcts_engine.teachers.openai_compat import RetryPolicy
+
+    sdk = openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=3)
+    asked = RetryPolicy(3, sdk)
+    assert asked.from_sdk
+    written = RetryPolicy(3)
+    assert not written.from_sdk
+    for attempt in range(4):
+        random.seed(attempt)
+        a = asked.wait(attempt, status, headers or None)
+        random.seed(attempt)
+        b = written.wait(attempt, status, headers or None)
+        assert (a is None) == (b is None), (attempt, a, b)
+        if a is not None:
+            assert a == pytest.approx(b)
+    assert asked.wait(3, status, headers or None) is None  # max_retries spent
+
+
+def test_retry_policy_falls_back_when_the_sdk_methods_change_shape():
+    from mcts_engine.teachers.openai_compat import RetryPolicy
+
+    class Odd:  # an SDK whose private retry methods take other arguments
+        def _should_retry(self):
+            raise AssertionError
+
+        def _calculate_retry_timeout(self):
+            raise AssertionError
+
+    policy = RetryPolicy(2, Odd())
+    assert policy.wait(0, 503, []) is not None and policy.wait(0, 400, []) is None
+    assert not policy.from_sdk  # switched to the written-out rules once
+
+
+@pytest.mark.parametrize("client", ["direct", "lean"])
+def test_retry_after_is_honoured(client):
+    with StubServer(fail_first=2, fail_status=503, retry_after_ms=30) as srv:
+        t0 = time.perf_counter()
+        reply = run(_complete(_teacher(srv.url, client, max_retries=3), PromptState(_ctx()), 1))
+        assert len(reply.choices) == 1 and srv.stats.chat_requests == 3
+        assert time.perf_counter() - t0 >= 0.06  # two waits of Retry-After-Ms 30
 
 
 @pytest.mark.parametrize("client", ["lean", "direct"])
@@ -463,9 +515,9 @@ def test_unreachable_mid_run_is_a_teacher_error(client):
 
 def test_client_choice_from_argument_or_config():
     cfg = TeacherConfig(kind="openai", base_url="http://127.0.0.1:9/v1")
-    assert OpenAITeacher(cfg).client == "lean"
-    assert OpenAITeacher(cfg, client="direct").client == "direct"
-    cfg.client = "httpx"  # a future TeacherConfig.client field
+    assert OpenAITeacher(cfg).client == "direct"
+    assert OpenAITeacher(cfg, client="lean").client == "lean"
+    cfg.client = "httpx"
     assert OpenAITeacher(cfg).client == "httpx"
     with pytest.raises(ValueError, match="client 'raw'"):
         OpenAITeacher(cfg, client="raw")
@@ -478,6 +530,7 @@ def test_a_configured_proxy_sends_requests_through_the_stock_sdk_client(monkeypa
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
     assert OpenAITeacher(TeacherConfig(kind="openai", base_url="http://gpu-node:8000/v1")).client == "httpx"
-    assert OpenAITeacher(TeacherConfig(kind="openai", base_url="http://127.0.0.1:8000/v1")).client == "lean"
+    assert OpenAITeacher(TeacherConfig(kind="openai", base_url="http://127.0.0.1:8000/v1")).client == "direct"
+    assert OpenAITeacher(TeacherConfig(kind="openai", base_url="http://gpu-node:8000/v1", client="lean")).client == "httpx"
     monkeypatch.delenv("HTTP_PROXY")
-    assert OpenAITeacher(TeacherConfig(kind="openai", base_url="http://gpu-node:8000/v1", client="direct")).client == "direct"
+    assert OpenAITeacher(TeacherConfig(kind="openai", base_url="http://gpu-node:8000/v1")).client == "direct"

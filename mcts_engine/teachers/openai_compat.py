@@ -1,18 +1,24 @@
 """The ``openai`` teacher: any OpenAI-compatible chat-completions server (vLLM, SGLang, OpenAI).
 
-Requests go through ``openai.AsyncOpenAI`` — its retries with exponential backoff (connection errors,
-408/409/429/5xx, ``Retry-After``) and its per-request timeouts, ``max_retries``/``timeout_s`` from the
-config — on the client's low-level path: ``client.post("chat/completions", cast_to=<http Response>,
-content=<JSON bytes>)``, parsing the JSON reply here. That is the request loop ``chat.completions.create``
-runs, minus the pydantic request transform, the re-serialization of every message (the base64 image
-included) and the pydantic response model. Under the client, :class:`LeanTransport` replaces httpcore's
-connection pool, whose per-request cost grows with the number of open connections.
+Three request paths (``teacher.client``), one behaviour:
+
+- ``direct`` (default): :class:`DirectClient` writes the request (JSON bytes) on :class:`Connections`, a
+  keep-alive HTTP/1.1 pool, with the configured timeouts; on a failure the ``AsyncOpenAI`` client's own
+  retry rules decide whether and when to retry (:class:`RetryPolicy`: connection errors, timeouts,
+  408/409/429/5xx, backoff with jitter, ``Retry-After``, ``x-should-retry``, ``max_retries``).
+- ``lean``: the SDK's request loop, ``client.post("chat/completions", cast_to=<http Response>,
+  content=<JSON bytes>)``, over :class:`LeanTransport` (the same pool as an httpx2 transport).
+- ``httpx``: the same ``post`` over the SDK's stock httpx2/httpcore client; chosen automatically when
+  ``HTTP(S)_PROXY`` applies to a teacher URL (the other two speak HTTP themselves and know no proxies).
+
+None of them uses ``chat.completions.create``: its pydantic request transform re-serializes every
+message (the base64 image included) and its response model is parsed for nothing. ``check()`` (the
+model list before any work) always goes through ``AsyncOpenAI``.
 
 Client CPU per request at n=3, 64 in flight, measured here (README, "Generation benchmark"): ``create`` 2.8 ms;
-``post`` on httpcore (``client="httpx"``) 1.5 ms; ``post`` on :class:`LeanTransport` (``client="lean"``,
-the default) 0.6 ms; :class:`DirectClient` (``client="direct"``, opt-in) 0.18 ms. The direct client
-skips the SDK per request (its request building is most of the remaining 0.4 ms) and mirrors the SDK's
-retry policy and timeouts instead; ``check()`` always uses ``AsyncOpenAI``.
+``post`` on httpcore (``httpx``) 1.5 ms; ``post`` on :class:`LeanTransport` (``lean``) 0.6 ms;
+:class:`DirectClient` (``direct``) 0.18 ms — the SDK's per-request request building (options models,
+header merging, URL parsing, request/response objects) is most of the difference.
 
 Choices made here (each one a measured or documented need):
 
@@ -402,10 +408,11 @@ else:  # Python 3.10
 
 
 # --------------------------------------------------------------------------------------------
-# The direct client: the same requests without the SDK's per-request machinery (opt-in)
+# The direct client: the same requests without the SDK's per-request machinery (the default)
 # --------------------------------------------------------------------------------------------
 
-# The openai SDK's retry policy (openai/_base_client.py, _constants.py), mirrored by the direct client.
+# The openai SDK's retry constants (openai/_constants.py); used only where the installed SDK lacks the
+# retry methods :class:`RetryPolicy` asks it.
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER_DELAY = 120.0
@@ -415,9 +422,9 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 def retry_delay(retries_taken: int, headers: list[tuple[bytes, bytes]] | None) -> float | None:
     """Seconds to wait before the next attempt, or None when the server said not to retry.
 
-    Same rules as the openai SDK: ``x-should-retry`` wins; ``retry-after-ms``/``retry-after`` (seconds)
-    are honoured up to two minutes (longer: no retry); else ``0.5·2^k`` s capped at 8 s, minus up to
-    25 % jitter."""
+    The openai SDK's rules, written out: ``x-should-retry: false`` forbids; ``retry-after-ms`` /
+    ``retry-after`` (seconds) are honoured up to two minutes (longer: no retry); else ``0.5·2^k`` s
+    capped at 8 s, minus up to 25 % jitter."""
     h = {k.lower(): v for k, v in headers or ()}
     if h.get(b"x-should-retry") == b"false":
         return None
@@ -433,8 +440,66 @@ def retry_delay(retries_taken: int, headers: list[tuple[bytes, bytes]] | None) -
             return None
         if after > 0:
             return after
+        break
     delay = min(INITIAL_RETRY_DELAY * 2.0 ** min(retries_taken, 1000), MAX_RETRY_DELAY)
     return delay * (1 - 0.25 * random.random())
+
+
+def should_retry_status(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether an HTTP error status is retried (the SDK's rules; ``x-should-retry`` wins)."""
+    should = {k.lower(): v for k, v in headers}.get(b"x-should-retry")
+    if should is not None and should in (b"true", b"false"):
+        return should == b"true"
+    return status in RETRY_STATUSES or status >= 500
+
+
+class RetryPolicy:
+    """When to retry a request and how long to wait first, decided by an ``AsyncOpenAI`` client.
+
+    The direct client sends requests itself, but on a failure (no response, or an error status) it
+    asks the SDK client's own rules — ``_should_retry(response)`` and ``_calculate_retry_timeout(
+    remaining, options, headers)``, the methods the SDK's request loop calls — so ``max_retries``,
+    backoff, jitter, ``Retry-After`` and ``x-should-retry`` behave exactly as with the SDK. Those are
+    private SDK methods: where the installed openai lacks them (or they change shape), the same rules
+    written out here (:func:`should_retry_status`, :func:`retry_delay`) are used instead. Only failures
+    reach this code: the success path costs nothing.
+    """
+
+    def __init__(self, max_retries: int, client: Any = None) -> None:
+        self.max_retries = max_retries
+        self.client = client
+        self._options: Any = None
+        if client is not None and hasattr(client, "_should_retry") and hasattr(client, "_calculate_retry_timeout"):
+            try:
+                from openai._models import FinalRequestOptions
+
+                self._options = FinalRequestOptions.construct(method="post", url="chat/completions", max_retries=max_retries)
+            except Exception:  # noqa: BLE001 - an SDK without this model: the written-out rules apply
+                self._options = None
+
+    @property
+    def from_sdk(self) -> bool:
+        return self._options is not None
+
+    def wait(self, attempt: int, status: int = 0, headers: list[tuple[bytes, bytes]] | None = None) -> float | None:
+        """Seconds to wait before retrying after attempt ``attempt`` (0-based) failed, or None to give up.
+        ``status`` 0: no response (connection failure or timeout)."""
+        if attempt >= self.max_retries:
+            return None
+        if self._options is not None:
+            try:
+                return self._sdk_wait(attempt, status, headers)
+            except Exception:  # noqa: BLE001 - an SDK whose private retry methods changed shape
+                self._options = None
+        if status and not should_retry_status(status, headers or []):
+            return None
+        return retry_delay(attempt, headers)
+
+    def _sdk_wait(self, attempt: int, status: int, headers: list[tuple[bytes, bytes]] | None) -> float | None:
+        hx_headers = _hx.Headers(headers) if headers is not None else None
+        if status and not self.client._should_retry(_hx.Response(status, headers=headers or [])):
+            return None
+        return float(self.client._calculate_retry_timeout(self.max_retries - attempt, self._options, hx_headers))
 
 
 def error_message(content: bytes) -> str:
@@ -449,15 +514,16 @@ def error_message(content: bytes) -> str:
 
 
 class DirectClient:
-    """POST JSON bytes to one server with the openai SDK's retry policy and timeouts, on :class:`Connections`.
+    """POST JSON bytes to one server on :class:`Connections`; retries decided by :class:`RetryPolicy`.
 
-    Opt-in (``OpenAITeacher(cfg, client="direct")``): it skips the SDK's per-request request building
-    (options models, header merging, URL parsing, httpx2 request/response objects), about 0.4 ms of
-    CPU per request here. Retries (``max_retries``): connection failures, timeouts, 408/409/429/5xx,
-    with the SDK's backoff and ``Retry-After`` rules (:func:`retry_delay`).
+    The default request path (``OpenAITeacher(cfg, client="direct")``): it skips the SDK's per-request
+    request building (options models, header merging, URL parsing, httpx2 request/response objects),
+    about 0.4 ms of CPU per request here, and keeps its behaviour: the timeouts of the configured
+    ``timeout_s`` (connect ≤ 10 s), and on a failure the ``AsyncOpenAI`` client's own retry decision
+    and backoff (connection failures, timeouts, 408/409/429/5xx, ``Retry-After``, ``x-should-retry``).
     """
 
-    def __init__(self, base_url: str, api_key: str, timeout_s: float, max_retries: int) -> None:
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, max_retries: int, policy: RetryPolicy | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"teacher.base_url {public_url(base_url)!r}: expected http(s)://HOST[:PORT]/PATH")
@@ -471,32 +537,29 @@ class DirectClient:
             f"Content-Type: application/json\r\nUser-Agent: mcts-engine\r\nAuthorization: Bearer {api_key}\r\n"
         ).encode("latin-1")
         self.timeouts = {"connect": min(timeout_s, 10.0), "write": timeout_s, "read": timeout_s}
-        self.max_retries = max_retries
+        self.policy = policy or RetryPolicy(max_retries)
         self.pool = Connections()
 
     async def post(self, body: bytes) -> tuple[int, bytes, str]:
         """``(status, content, failure)``: failure is "" on a response, else ``timeout``/``connect``/``protocol``
         with the last attempt's message after ``content``."""
         payload = b"".join((self.head, b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
+        attempt = 0
+        while True:
             try:
                 status, headers, content = await self.pool.roundtrip(self.origin, payload, self.timeouts)
             except HTTPFailure as exc:
-                if last:
+                delay = self.policy.wait(attempt)
+                if delay is None:
                     return 0, str(exc).encode(), exc.kind
-                await asyncio.sleep(retry_delay(attempt, None) or 0.0)
-                continue
-            if status < 400 or last:
-                return status, content, ""
-            should = {k.lower(): v for k, v in headers}.get(b"x-should-retry")
-            if should == b"true" or (should != b"false" and (status in RETRY_STATUSES or status >= 500)):
-                delay = retry_delay(attempt, headers)
-                if delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
-            return status, content, ""
-        raise AssertionError("unreachable")
+            else:
+                if status < 400:
+                    return status, content, ""
+                delay = self.policy.wait(attempt, status, headers)
+                if delay is None:
+                    return status, content, ""
+            await asyncio.sleep(delay)
+            attempt += 1
 
     def close(self) -> None:
         self.pool.close()
@@ -510,10 +573,10 @@ class OpenAITeacher:
     CLIENTS = ("lean", "httpx", "direct")
 
     def __init__(self, cfg: TeacherConfig, client: str | None = None) -> None:
-        """``client``: ``lean`` — ``AsyncOpenAI`` over :class:`LeanTransport` (default); ``httpx`` —
-        ``AsyncOpenAI`` over its stock httpcore pool; ``direct`` — :class:`DirectClient` (no SDK per
-        request; the SDK's retry policy mirrored). ``check()`` always goes through ``AsyncOpenAI``.
-        Without the argument, a ``cfg.client`` field is used if the config has one, else ``lean``."""
+        """``client``: ``direct`` — :class:`DirectClient`, retries decided by the ``AsyncOpenAI`` client
+        (the config's default); ``lean`` — ``AsyncOpenAI``'s request loop over :class:`LeanTransport`;
+        ``httpx`` — ``AsyncOpenAI`` over its stock httpcore pool. ``check()`` always goes through
+        ``AsyncOpenAI``. Without the argument, ``cfg.client``."""
         client = client or cfg.client
         if client not in self.CLIENTS:
             raise ValueError(f"client {client!r}: expected one of {', '.join(self.CLIENTS)}")
@@ -569,7 +632,10 @@ class OpenAITeacher:
             for url in self.urls
         ]
         if self.client == "direct":
-            self._direct = [DirectClient(u, self._api_key, self.cfg.timeout_s, self.cfg.max_retries) for u in self.urls]
+            self._direct = [
+                DirectClient(u, self._api_key, self.cfg.timeout_s, self.cfg.max_retries, RetryPolicy(self.cfg.max_retries, c))
+                for u, c in zip(self.urls, self._clients)
+            ]
         self._sem = asyncio.Semaphore(self.cfg.concurrency)
         self._inflight = [0] * len(self.urls)
         self._loop = loop
