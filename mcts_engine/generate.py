@@ -20,7 +20,7 @@ from typing import Any
 from .config import MultiTurnConfig, RunConfig
 from .environment import MULTITURN_STOPS, observation_text, zoom
 from .grounding import STEP_STOPS, Point
-from .samples import EncodedImage, Sample, SampleError, encode_image, load_samples, open_image, unique_samples
+from .samples import EncodedImage, FrameCache, Sample, SampleError, encode_image, load_samples, unique_samples
 from .search.mcts import TreeSearch
 from .search.scheduler import Aborted, run_bounded
 from .search.tree import Tree
@@ -57,17 +57,21 @@ def save_image(enc: EncodedImage, image_dir: Path | None) -> dict[str, Any]:
             "orig_width": f.orig_width, "orig_height": f.orig_height}
 
 
-def prepare_context(sample: Sample, task: Task, run: RunConfig, image_dir: Path | None) -> tuple[SampleContext, list[dict[str, Any]]]:
+def prepare_context(
+    sample: Sample, task: Task, run: RunConfig, image_dir: Path | None, frames: FrameCache | None = None
+) -> tuple[SampleContext, list[dict[str, Any]]]:
     """Load, resize and encode the sample's images once; build the prompt head and ground truth.
 
     Raises ``ValueError`` with a one-line reason (bad image, answer not among options, ...). Encoded
     images are written to ``image_dir/<key>.<ext>`` (content-addressed, once) for export and reports.
+    With ``frames``, an image already prepared for another sample of the run is reused.
     """
     task.check_sample(sample)
     t = run.teacher
+    frames = frames or FrameCache(capacity=0)
     encoded, resized = [], []
     for src in sample.images:
-        enc, img = encode_image(open_image(src, sample.image_root), max_pixels=t.max_pixels, min_pixels=t.min_pixels, fmt=t.image_format)
+        enc, img = frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format)
         encoded.append(enc)
         resized.append(img)
     frame = encoded[0].frame
@@ -259,6 +263,7 @@ class _Generation:
         self.cfg, self.task, self.store, self.teacher, self.prog = cfg, task, store, teacher, prog
         self.image_dir = store.path / "images"
         self.image_dir.mkdir(exist_ok=True)
+        self.frames = FrameCache()  # an image several samples ask about is prepared once
         self.finished = store.finished_ids()
         self.session: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped_finished": 0}
         self.teacher_failures_in_a_row = 0
@@ -289,7 +294,7 @@ class _Generation:
             return
         task = self.task
         try:
-            ctx, images = await asyncio.to_thread(prepare_context, item, task, self.cfg, self.image_dir)
+            ctx, images = await asyncio.to_thread(prepare_context, item, task, self.cfg, self.image_dir, self.frames)
         except ValueError as exc:
             self.fail(item.id, f"{item.id}: {exc}")
             return
@@ -329,6 +334,8 @@ class _Generation:
         prog.close()
         session["seconds"] = round(time.perf_counter() - prog.t0, 3)
         session["finished"] = prog.finished
+        session["images_prepared"] = self.frames.misses
+        session["images_reused"] = self.frames.hits
         session["failed"] = prog.failed
         session["calls"] = prog.calls
         session["calls_per_s"] = round(prog.calls / max(1e-9, session["seconds"]), 3)

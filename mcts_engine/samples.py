@@ -19,6 +19,8 @@ import hashlib
 import io
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -142,6 +144,67 @@ def encode_image(
         raise ValueError(f"unknown image format {fmt!r} (png or jpeg)")
     data = buf.getvalue()
     return EncodedImage(key=hashlib.sha1(data).hexdigest()[:16], frame=frame, mime=mime, data=data), resized
+
+
+class FrameCache:
+    """Images prepared for the teacher's frame (decoded, resized, encoded), shared by the samples that
+    use the same source image.
+
+    Grounding benchmarks ask many questions about one screenshot (ScreenSpot, OS-ATLAS, web actions):
+    without this each question would decode, resize and encode it again (tens of ms for a large
+    screenshot). Keyed by the source — a file's resolved path, size and modification time, or the hash
+    of in-memory bytes — and the frame settings; the ``capacity`` most recently used are kept.
+    Thread-safe: samples prepared at the same time that need one image compute it once (the others
+    wait for that result); a failure is not kept (each sample reports its own error).
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self._done: OrderedDict[tuple, tuple[EncodedImage, Image.Image]] = OrderedDict()
+        self._pending: dict[tuple, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def source_key(src: ImageSource, image_root: str | None) -> tuple:
+        if isinstance(src, (bytes, bytearray)):
+            return ("bytes", len(src), hashlib.sha1(src).digest())
+        path = resolve_image_path(src, image_root)
+        try:
+            st = path.stat()
+        except OSError:
+            return ("path", str(path))  # missing: open_image raises the one-line error
+        return ("path", str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+    def get(
+        self, src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str
+    ) -> tuple[EncodedImage, Image.Image]:
+        """``encode_image(open_image(src, image_root), ...)``, computed once per source and settings."""
+        key = (self.source_key(src, image_root), max_pixels, min_pixels, fmt)
+        while True:
+            with self._lock:
+                hit = self._done.get(key)
+                if hit is not None:
+                    self._done.move_to_end(key)
+                    self.hits += 1
+                    return hit
+                waiting = self._pending.get(key)
+                if waiting is None:
+                    self._pending[key] = threading.Event()
+                    self.misses += 1
+                    break
+            waiting.wait()  # another thread prepares it; then look again (it may have failed)
+        try:
+            out = encode_image(open_image(src, image_root), max_pixels=max_pixels, min_pixels=min_pixels, fmt=fmt)
+            with self._lock:
+                self._done[key] = out
+                while len(self._done) > self.capacity:
+                    self._done.popitem(last=False)
+            return out
+        finally:
+            with self._lock:
+                self._pending.pop(key).set()
 
 
 def image_hash(src: ImageSource, image_root: str | None = None) -> str:

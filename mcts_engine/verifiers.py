@@ -7,6 +7,7 @@ on purpose: a prediction never matches because the ground truth is a *substring*
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -38,6 +39,7 @@ _WS = re.compile(r"\s+")
 _LETTER = re.compile(r"^\(?\s*([A-Za-z])(?:\s*\)\s*[.:]?|\s*[.:]|\s+|$)\s*(.*)$", re.S)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the same options and answers are compared over and over
 def normalize_text(text: str) -> str:
     """Lower-case, punctuation to spaces, whitespace collapsed: 'The Left.' -> 'the left'."""
     return _WS.sub(" ", text.lower().translate(_PUNCT)).strip()

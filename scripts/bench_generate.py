@@ -15,8 +15,9 @@ reports:
 - prompt bytes per choice (request bodies ÷ choices) and mean choices per request;
 - requests in flight at the server: time-weighted mean and max.
 
-Samples: the bundled ``data/sat2_sample`` set repeated ``--samples`` times over under fresh ids (each
-repeat is prepared and encoded like a new sample), or synthesized images if the bundled set is missing.
+Samples: the bundled ``data/sat2_sample`` set repeated to ``--samples`` under fresh ids, each repeat with
+its own image file of different content (one pixel changed), so every sample pays the whole image
+preparation; synthesized images if the bundled set is missing.
 
     python scripts/bench_generate.py                       # capacity 256, 500 ms per choice
     python scripts/bench_generate.py --capacity 64 --latency-ms 200 --samples 200
@@ -65,7 +66,13 @@ def start_stub(capacity: int, latency_ms: float, workdir: Path) -> tuple[subproc
 
 
 def make_samples(n: int, workdir: Path) -> Path:
-    """``n`` samples as plain JSONL with absolute image paths (bundled set repeated, or synthesized)."""
+    """``n`` samples as plain JSONL with absolute image paths: the bundled set repeated (or synthesized).
+
+    Every repeat gets its OWN image file with different content (one pixel changed, same mode and
+    format as the original), so each sample pays the whole image preparation: the engine reuses an
+    image several samples share (``FrameCache``), and the benchmark must not profit from that."""
+    from PIL import Image
+
     src = ROOT / "data" / "sat2_sample" / "samples.jsonl"
     base: list[dict] = []
     if src.exists():
@@ -76,11 +83,23 @@ def make_samples(n: int, workdir: Path) -> Path:
                 base.append(rec)
     if not base:
         base = synthesize(24, workdir)
+    images = workdir / "images"
+    images.mkdir(exist_ok=True)
     out = workdir / "bench_samples.jsonl"
     with out.open("w") as fh:
         for i in range(n):
             rec = dict(base[i % len(base)])
-            rec["id"] = f"{rec['id']}-r{i // len(base)}"
+            r = i // len(base)
+            rec["id"] = f"{rec['id']}-r{r}"
+            with Image.open(rec["image"]) as im:
+                im.load()
+                copy = im.copy()
+            x, y = r % copy.width, (r // copy.width) % copy.height
+            px = copy.getpixel((x, y))
+            copy.putpixel((x, y), (px + 1) % 256 if isinstance(px, int) else tuple((c + 1) % 256 for c in px))
+            path = images / f"{i:05d}{Path(rec['image']).suffix}"
+            copy.save(path, format=im.format)
+            rec["image"] = str(path)
             fh.write(json.dumps(rec) + "\n")
     return out
 

@@ -135,7 +135,7 @@ def run_eval(
     import asyncio
 
     from ..eval import render_markdown, spec_for, summarize
-    from ..samples import SampleError, encode_image, load_samples, open_image, unique_samples
+    from ..samples import FrameCache, SampleError, load_samples, unique_samples
     from ..search.scheduler import Aborted, run_bounded
     from ..generate import save_image, make_observer
     from ..multiturn import as_multiturn, run_episode, score_episode
@@ -170,12 +170,11 @@ def run_eval(
         bar = tqdm(unit="item", dynamic_ncols=True, desc=f"eval {task_name}")
 
 
+    frames = FrameCache()  # an image several items ask about is prepared once
+
     def prepare(sample: Any) -> tuple[Any, list[tuple[int, Any]], list[dict[str, Any]]]:
         task.check_sample(sample)
-        pairs = [
-            encode_image(open_image(src, sample.image_root), max_pixels=t.max_pixels, min_pixels=t.min_pixels, fmt=t.image_format)
-            for src in sample.images
-        ]
+        pairs = [frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format) for src in sample.images]
         encoded = tuple(enc for enc, _ in pairs)
         frame = encoded[0].frame
         contexts = []

@@ -53,6 +53,7 @@ Choices made here (each one a measured or documented need):
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -91,6 +92,7 @@ def _one_line(text: object, limit: int = 300) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+@functools.lru_cache(maxsize=64)
 def public_url(url: str) -> str:
     """``url`` without user:password (safe for logs and the run config)."""
     parts = urlsplit(url)
@@ -273,8 +275,9 @@ class Connections:
     async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes, t: dict):
         try:
             writer.write(payload)
-            async with _timeout(t.get("write")):
-                await writer.drain()
+            if writer.transport.get_write_buffer_size():  # the socket did not take it all at once: wait
+                async with _timeout(t.get("write")):
+                    await writer.drain()
         except TimeoutError:
             raise HTTPFailure("timeout", "write timed out", "write") from None
         except OSError:
@@ -282,24 +285,25 @@ class Connections:
         started = False  # a response byte arrived: from here on a dropped connection is an error, not stale
         try:
             async with _timeout(t.get("read")):
-                line = await reader.readline()
-                if not line:
-                    raise _StaleConnection
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError as exc:
+                    if not exc.partial:
+                        raise _StaleConnection from None
+                    raise HTTPFailure("protocol", "connection closed in the response headers") from None
                 started = True
-                parts = line.split(None, 2)
+                lines = head.split(b"\r\n")
+                parts = lines[0].split(None, 2)
                 if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-                    raise HTTPFailure("protocol", f"bad status line {line[:60]!r}")
+                    raise HTTPFailure("protocol", f"bad status line {lines[0][:60]!r}")
                 status = int(parts[1])
                 headers: list[tuple[bytes, bytes]] = []
                 length: int | None = None
                 chunked = False
                 keep = parts[0] != b"HTTP/1.0"
-                while True:
-                    h = await reader.readline()
-                    if h in (b"\r\n", b"\n"):
-                        break
+                for h in lines[1:]:
                     if not h:
-                        raise HTTPFailure("protocol", "connection closed in the response headers")
+                        continue
                     k, _, v = h.partition(b":")
                     k, v = k.strip(), v.strip()
                     headers.append((k, v))
@@ -333,6 +337,8 @@ class Connections:
             raise HTTPFailure("timeout", "read timed out", "read") from None
         except asyncio.IncompleteReadError:
             raise HTTPFailure("protocol", "connection closed in the response body") from None
+        except asyncio.LimitOverrunError:
+            raise HTTPFailure("protocol", "response headers too large") from None
         except (OSError, ValueError) as exc:
             if not started and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
                 raise _StaleConnection from None
