@@ -502,10 +502,11 @@ class RetryPolicy:
         return retry_delay(attempt, headers)
 
     def _sdk_wait(self, attempt: int, status: int, headers: list[tuple[bytes, bytes]] | None) -> float | None:
-        hx_headers = _hx.Headers(headers) if headers is not None else None
-        if status and not self.client._should_retry(_hx.Response(status, headers=headers or [])):
+        response = _hx.Response(status, headers=headers or []) if status else None
+        if response is not None and not self.client._should_retry(response):
             return None
-        return float(self.client._calculate_retry_timeout(self.max_retries - attempt, self._options, hx_headers))
+        remaining = self.max_retries - attempt
+        return float(self.client._calculate_retry_timeout(remaining, self._options, response.headers if response is not None else None))
 
 
 def error_message(content: bytes) -> str:
