@@ -19,6 +19,9 @@ import yaml
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
+IMAGE_FORMATS = ("auto", "png", "jpeg")  # how a teacher frame is encoded (samples.frame_format)
+
+
 class ConfigError(ValueError):
     """A bad recipe, override or option; its message is one line naming the key."""
 
@@ -38,7 +41,10 @@ class TeacherConfig:
     prompt_style: str = "continue"  # continue: vLLM continue_final_message; plain: steps as assistant turns
     max_pixels: int = 1280 * 28 * 28  # the teacher's frame; points live in it
     min_pixels: int = 56 * 56
-    image_format: str = "png"  # png | jpeg; each image encoded once per sample
+    # each image is resized to the frame and encoded once per sample: auto = JPEG for a JPEG source
+    # (already lossy), lossless PNG for anything else; png | jpeg force one
+    image_format: str = "auto"
+    jpeg_quality: int = 90  # when a frame (or a multi-turn crop) is sent as JPEG
     extra_body: dict[str, Any] = field(default_factory=dict)  # passed through to the server
     # HTTP path of the openai backend: direct = requests sent on a lean keep-alive pool, retries and
     # backoff decided by the AsyncOpenAI client's own rules (fastest); lean = AsyncOpenAI's request loop
@@ -51,6 +57,12 @@ class TeacherConfig:
     sim_mean_steps: float = 2.5  # grounded steps before answering
     sim_point_noise: float = 0.15  # jitter, as a fraction of the box size
     sim_bad_step_rate: float = 0.05  # P(a step points outside the frame or repeats a point)
+
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ConfigError(f"teacher.image_format: {self.image_format!r} is not one of {', '.join(IMAGE_FORMATS)}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"teacher.jpeg_quality: {self.jpeg_quality} is not within 1..100")
 
 
 @dataclass

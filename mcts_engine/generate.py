@@ -71,7 +71,7 @@ def prepare_context(
     frames = frames or FrameCache(capacity=0)
     encoded, resized = [], []
     for src in sample.images:
-        enc, img = frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format)
+        enc, img = frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality)
         encoded.append(enc)
         resized.append(img)
     frame = encoded[0].frame
@@ -91,13 +91,16 @@ def prepare_context(
     return ctx, [save_image(enc, image_dir) for enc in encoded]
 
 
-def make_observer(ctx: SampleContext, cfg: MultiTurnConfig, image_dir: Path | None, fmt: str):
+def make_observer(ctx: SampleContext, cfg: MultiTurnConfig, image_dir: Path | None, fmt: str, quality: int = 90):
     """The multi-turn environment for one sample: point → (observation for the teacher, node record).
-    Each crop is encoded once and reused by every descendant's prompt."""
+    Each crop is encoded once and reused by every descendant's prompt; with ``fmt="auto"`` in the
+    frame's own encoding (a JPEG frame gives JPEG crops)."""
+    source_format = "JPEG" if ctx.images and ctx.images[0].mime == "image/jpeg" else None
 
     def observe(point: Point) -> tuple[Observation, dict[str, Any]]:
         crop, box = zoom(ctx.frame_images[0], point, cfg)
-        enc, _ = encode_image(crop, max_pixels=crop.width * crop.height, min_pixels=0, fmt=fmt)
+        enc, _ = encode_image(crop, max_pixels=crop.width * crop.height, min_pixels=0, fmt=fmt, quality=quality,
+                              source_format=source_format)
         text = observation_text(point)
         record = {"point": list(point), "box": list(box), "text": text, "image": save_image(enc, image_dir)}
         return Observation(text=text, images=(enc,)), record
@@ -307,7 +310,8 @@ class _Generation:
             prompt={"system": ctx.system, "user": ctx.user_text},
             images=images,
         )
-        observe = make_observer(ctx, self.cfg.multiturn, self.image_dir, self.cfg.teacher.image_format) if ctx.multiturn else None
+        observe = make_observer(ctx, self.cfg.multiturn, self.image_dir, self.cfg.teacher.image_format,
+                                self.cfg.teacher.jpeg_quality) if ctx.multiturn else None
         search = TreeSearch(
             tree, PromptState(ctx), self.teacher, self.cfg.search, lambda ans: task.verify(ans, ctx.truth), observe=observe
         )

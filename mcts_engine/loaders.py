@@ -47,6 +47,7 @@ from typing import Any
 
 from PIL import Image
 
+from .png_writer import encode_png
 from .samples import (
     ImageSource,
     Sample,
@@ -166,8 +167,7 @@ def compose_sample(sample: Sample) -> Sample:
         return sample
     frames = [open_image(src, sample.image_root) for src in sample.images]
     canvas, panels = compose_side_by_side(frames)
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG", compress_level=1)
+    png = encode_png(canvas)
     boxes = []
     for b in sample.boxes:
         k = int(b.get("image", 0))
@@ -181,7 +181,7 @@ def compose_sample(sample: Sample) -> Sample:
         "composite": {"layout": "side_by_side", "n": len(panels), "panels": panels, "gap": GAP,
                       "sources": [_source_name(s) for s in sample.images]},
     }
-    return replace(sample, images=[buf.getvalue()], boxes=boxes, metadata=meta)
+    return replace(sample, images=[png], boxes=boxes, metadata=meta)
 
 
 def _composed(items: Iterable[Sample | SampleError]) -> Iterator[Sample | SampleError]:

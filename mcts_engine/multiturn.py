@@ -164,13 +164,14 @@ async def run_episode(
     *,
     n: int = 1,
     observe: Observer | None = None,
-    image_format: str = "png",
+    image_format: str = "auto",
+    image_quality: int = 90,
     on_turn: TurnCallback | None = None,
 ) -> list[Episode]:
     """Run ``n`` episodes of at most ``max_turns`` assistant turns (the last one forced to answer).
 
     ``ctx`` must be multi-turn (``prepare_context`` with ``multiturn.enabled``, or :func:`as_multiturn`).
-    ``observe`` turns a point into (observation, record); default: ``make_observer(ctx, mcfg, None, image_format)``
+    ``observe`` turns a point into (observation, record); default: ``make_observer(ctx, mcfg, None, image_format, image_quality)``
     (crops in memory, no files). ``on_turn(episode_index, turn_index, turn)`` is called after each turn (the
     demo prints them). Teacher errors propagate (the caller records the item as failed).
     """
@@ -178,7 +179,7 @@ async def run_episode(
 
     if not ctx.multiturn or not ctx.frame_images:
         raise ValueError("run_episode needs a multi-turn SampleContext (see as_multiturn)")
-    observe = observe or make_observer(ctx, mcfg, None, image_format)
+    observe = observe or make_observer(ctx, mcfg, None, image_format, image_quality)
     max_turns = max(1, int(max_turns))
     n = max(1, int(n))
     frame = ctx.frame

@@ -29,7 +29,9 @@ from typing import Any, Union
 
 from PIL import Image
 
+from .config import IMAGE_FORMATS
 from .grounding import Frame, frame_for
+from .png_writer import encode_png
 
 ImageSource = Union[str, bytes]
 
@@ -95,6 +97,11 @@ def resolve_image_path(src: str, image_root: str | None) -> Path:
 
 def open_image(src: ImageSource, image_root: str | None = None) -> Image.Image:
     """Open an image as RGB. Raises ``ValueError`` with a one-line reason on failure."""
+    return open_image_with_format(src, image_root)[0]
+
+
+def open_image_with_format(src: ImageSource, image_root: str | None = None) -> tuple[Image.Image, str | None]:
+    """:func:`open_image`, plus the source's container format as Pillow names it (``"JPEG"``, ``"PNG"``, ...)."""
     try:
         if isinstance(src, (bytes, bytearray)):
             img = Image.open(io.BytesIO(src))
@@ -109,7 +116,7 @@ def open_image(src: ImageSource, image_root: str | None = None) -> Image.Image:
     except Exception as exc:  # PIL raises many types for corrupt data
         where = "image bytes" if isinstance(src, (bytes, bytearray)) else str(src)
         raise ValueError(f"cannot read image {where}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    return img.convert("RGB")
+    return img.convert("RGB"), img.format
 
 
 @dataclass(frozen=True)
@@ -127,23 +134,42 @@ class EncodedImage:
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
 
 
+def frame_format(fmt: str, source_format: str | None) -> str:
+    """The encoding of a frame: ``png`` or ``jpeg`` as asked; ``auto`` = JPEG for a JPEG source (already
+    lossy: a lossless copy would only be larger), else lossless PNG."""
+    if fmt == "auto":
+        return "jpeg" if (source_format or "").upper() in ("JPEG", "MPO") else "png"
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"unknown image format {fmt!r} ({', '.join(IMAGE_FORMATS)})")
+    return fmt
+
+
 def encode_image(
-    img: Image.Image, max_pixels: int, min_pixels: int = 56 * 56, fmt: str = "png", quality: int = 90
+    img: Image.Image, max_pixels: int, min_pixels: int = 56 * 56, fmt: str = "png", quality: int = 90,
+    source_format: str | None = None,
 ) -> tuple[EncodedImage, Image.Image]:
-    """Resize to the Qwen frame (multiple of 28, ≤ max_pixels) and encode. Returns the encoding and the resized image."""
+    """Resize to the Qwen frame (multiple of 28, ≤ max_pixels) and encode. Returns the encoding and the resized image.
+
+    ``fmt``: ``png``, ``jpeg`` (at ``quality``) or ``auto`` (see :func:`frame_format`; ``source_format`` is the
+    container the image was read from)."""
+    fmt = frame_format(fmt, source_format)
     frame = frame_for(img.width, img.height, max_pixels=max_pixels, min_pixels=min_pixels)
     resized = img if (frame.width, frame.height) == img.size else img.resize((frame.width, frame.height), Image.BICUBIC)
-    buf = io.BytesIO()
     if fmt == "jpeg":
+        buf = io.BytesIO()
         resized.save(buf, format="JPEG", quality=quality)
-        mime = "image/jpeg"
-    elif fmt == "png":
-        resized.save(buf, format="PNG", compress_level=1)
-        mime = "image/png"
+        data, mime = buf.getvalue(), "image/jpeg"
     else:
-        raise ValueError(f"unknown image format {fmt!r} (png or jpeg)")
-    data = buf.getvalue()
+        data, mime = encode_png(resized), "image/png"
     return EncodedImage(key=hashlib.sha1(data).hexdigest()[:16], frame=frame, mime=mime, data=data), resized
+
+
+def load_frame(
+    src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str, quality: int = 90
+) -> tuple[EncodedImage, Image.Image]:
+    """Read an image and prepare the teacher's frame of it (:func:`encode_image`). ``ValueError`` on bad input."""
+    img, source_format = open_image_with_format(src, image_root)
+    return encode_image(img, max_pixels=max_pixels, min_pixels=min_pixels, fmt=fmt, quality=quality, source_format=source_format)
 
 
 class FrameCache:
@@ -178,10 +204,10 @@ class FrameCache:
         return ("path", str(path.resolve()), st.st_size, st.st_mtime_ns)
 
     def get(
-        self, src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str
+        self, src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str, quality: int = 90
     ) -> tuple[EncodedImage, Image.Image]:
-        """``encode_image(open_image(src, image_root), ...)``, computed once per source and settings."""
-        key = (self.source_key(src, image_root), max_pixels, min_pixels, fmt)
+        """:func:`load_frame` of ``src``, computed once per source and settings."""
+        key = (self.source_key(src, image_root), max_pixels, min_pixels, fmt, quality)
         while True:
             with self._lock:
                 hit = self._done.get(key)
@@ -196,7 +222,7 @@ class FrameCache:
                     break
             waiting.wait()  # another thread prepares it; then look again (it may have failed)
         try:
-            out = encode_image(open_image(src, image_root), max_pixels=max_pixels, min_pixels=min_pixels, fmt=fmt)
+            out = load_frame(src, image_root, max_pixels, min_pixels, fmt, quality)
             with self._lock:
                 self._done[key] = out
                 while len(self._done) > self.capacity:

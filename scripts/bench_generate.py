@@ -23,6 +23,7 @@ preparation; synthesized images if the bundled set is missing.
     python scripts/bench_generate.py --capacity 64 --latency-ms 200 --samples 200
     python scripts/bench_generate.py --client direct lean  # the default path vs the SDK's request loop
     python scripts/bench_generate.py --profile 25          # + the engine's top functions by CPU
+    python scripts/bench_generate.py --image-prep          # per-sample image preparation, by stage
 """
 
 from __future__ import annotations
@@ -248,6 +249,68 @@ TABLE = [
 ]
 
 
+def _photo_like(seed: int):
+    """A synthesized photograph stand-in (smooth colour fields + sensor-like noise): PNG filters and
+    zlib behave on it as on camera images, unlike on the flat renders of the bundled sets."""
+    from PIL import Image, ImageFilter
+
+    bands = [Image.effect_noise((720, 480), 60 + 10 * (seed + c)).filter(ImageFilter.GaussianBlur(6 + 2 * c)) for c in range(3)]
+    smooth = Image.merge("RGB", bands)
+    grain = Image.merge("RGB", [Image.effect_noise((720, 480), 6) for _ in range(3)])
+    return Image.blend(smooth, grain, 0.15)
+
+
+def image_prep(repeats: int) -> None:
+    """Per-sample image preparation, by stage (ms per image, best of ``repeats``), on bundled images of
+    three tasks and on synthesized photo-like images: the one-time work a sample's frame costs."""
+    import io
+
+    from PIL import Image
+
+    from mcts_engine.grounding import frame_for
+    from mcts_engine.png_writer import encode_png_rgb
+    from mcts_engine.samples import open_image
+
+    sets = {name: sorted(p for p in (ROOT / "data" / f"{name}_sample").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:8]
+            for name in ("sat2", "screenspot", "vstar")}
+    photos = [_photo_like(i) for i in range(4)]
+
+    def best(fn, items) -> float:
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for it in items:
+                fn(it)
+            runs.append((time.perf_counter() - t0) / len(items) * 1000.0)
+        return min(runs)
+
+    def pillow_png(img) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+
+    def jpeg(img) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+
+    print("| images | frame | decode ms | bicubic resize ms | PNG (Pillow, level 1) ms · KB | PNG (engine) ms · KB | JPEG q90 ms · KB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, paths in list(sets.items()) + [("photo-like (synthesized)", photos)]:
+        if not paths:
+            continue
+        srcs = [p.read_bytes() for p in paths] if name != "photo-like (synthesized)" else [pillow_png(p) for p in paths]
+        rgb = [open_image(s) for s in srcs]
+        sizes = [frame_for(im.width, im.height, max_pixels=1280 * 28 * 28) for im in rgb]
+        frames = [im.resize((f.width, f.height), Image.BICUBIC) for im, f in zip(rgb, sizes)]
+        pairs = list(zip(rgb, sizes))
+        cells = [f"{best(open_image, srcs):.2f}", f"{best(lambda p: p[0].resize((p[1].width, p[1].height), Image.BICUBIC), pairs):.2f}"]
+        for enc in (pillow_png, encode_png_rgb, jpeg):
+            kb = sum(len(enc(f)) for f in frames) / len(frames) / 1000.0
+            cells.append(f"{best(enc, frames):.2f} · {kb:,.0f}")
+        print(f"| {name} ({len(frames)}) | {frames[0].width}×{frames[0].height} | " + " | ".join(cells) + " |")
+
+
 def print_table(rows: list[dict]) -> None:
     print("| metric | " + " | ".join(f"run {i + 1}" for i in range(len(rows))) + " |")
     print("|---|" + "---:|" * len(rows))
@@ -270,7 +333,12 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0, help="print the engine's top N functions by CPU")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (run dirs, samples)")
+    ap.add_argument("--image-prep", action="store_true",
+                    help="only time the per-sample image preparation by stage (decode, resize, PNG/JPEG encoders)")
     args = ap.parse_args()
+    if args.image_prep:
+        image_prep(repeats=7)
+        return
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_generate_"))
     data = make_samples(args.samples, workdir)

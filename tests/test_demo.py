@@ -37,6 +37,12 @@ def embedded(page: str, mime: str) -> list[Image.Image]:
     return [Image.open(io.BytesIO(base64.b64decode(b))) for b in re.findall(rf"data:{mime};base64,([A-Za-z0-9+/=]+)", page)]
 
 
+def crop_images(page: str) -> list[tuple[str, Image.Image]]:
+    """(mime, image) of every crop shown beside a turn."""
+    found = re.findall(r"<div class='crop'><img src='data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)'", page)
+    return [(mime, Image.open(io.BytesIO(base64.b64decode(b)))) for mime, b in found]
+
+
 def test_demo_sim_on_an_image_without_annotations_still_zooms(tmp_path):
     out = tmp_path / "page.html"
     res = run_demo("--image", str(VSTAR_IMAGE), "--query", "What is the colour of the cup?", "--choices", "red|blue|green",
@@ -45,8 +51,10 @@ def test_demo_sim_on_an_image_without_annotations_still_zooms(tmp_path):
     assert "not a model" in res.output and "zoom on (" in res.output  # turns printed as they arrive
     page = out.read_text()
     assert page.startswith("<!doctype html>") and "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
-    crops = embedded(page, "image/png")
-    assert crops and all(c.size == (672, 672) for c in crops)  # vstar_multiturn: 364-px regions shown at 672 px
+    shown = crop_images(page)
+    assert shown and all(mime == "image/jpeg" for mime, _ in shown)  # a JPEG source: crops sent as JPEG (image_format auto)
+    crops = [c for _, c in shown]
+    assert all(c.size == (672, 672) for c in crops)  # vstar_multiturn: 364-px regions shown at 672 px
     assert len(re.findall(r"<circle ", page)) == len(crops)  # one numbered point per zoom on the full image
     assert "What is the colour of the cup?" in page and "(A) red" in page
     assert re.search(r"<b>Answer:</b> (red|blue|green)</div>", page)
@@ -76,7 +84,9 @@ def test_demo_against_a_served_model_writes_turns_crops_and_verdict(tmp_path):
     for text in ("<think> The close icon & the title bar are near (30, 25). </think>", "<think> Zoomed: the x icon is at (28, 27). </think>",
                  "<answer> (28, 27) </answer>"):
         assert html.escape(text) in page  # every turn's text, escaped
-    crops = embedded(page, "image/png")
+    shown = crop_images(page)
+    assert [m for m, _ in shown] == ["image/png", "image/png"]  # a PNG screenshot: lossless crops
+    crops = [c for _, c in shown]
     assert [c.size for c in crops] == [(504, 504), (504, 504)]  # screenspot_multiturn: crop 512 → 504 on the 28 grid
     red = crops[0].convert("RGB").getpixel((round(30 * 504 / 200), round(25 * 504 / 200)))  # region (0, 0, 200, 200)
     assert red[0] > 200 and red[1] < 60  # the recipe draws the point on the crop
@@ -98,7 +108,7 @@ def test_demo_single_turn_and_a_malformed_tool_call(tmp_path):
         assert server.stats.records[0]["body"]["stop"] == ["</answer>"]
     page = out.read_text()
     assert html.escape(chain) in page and len(re.findall(r"<circle ", page)) == 2 and "correct" in page
-    assert not embedded(page, "image/png")  # no crops in single-turn mode
+    assert not crop_images(page)  # no crops in single-turn mode
 
     bad = '<think> here (5, 5). </think>\n<tool_call>\n{"name": "search_coordinate", "arguments": {"coordinate": [5, 5]\n</tool_call>'
     out = tmp_path / "bad.html"

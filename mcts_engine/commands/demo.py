@@ -202,7 +202,7 @@ def demo(
     from ..config import ConfigError, build_run_config, load_recipe, recipe_path
     from ..grounding import check_chain, find_points
     from ..multiturn import as_multiturn, run_episode, score_episode
-    from ..samples import Sample, encode_image, open_image
+    from ..samples import Sample, load_frame
     from ..tasks import get_task, task_names
     from ..teachers import make_teacher
     from ..teachers.base import PromptState, SampleContext, TeacherError, TeacherUnavailable
@@ -229,14 +229,13 @@ def demo(
     turns_allowed = max_turns or cfg.search.max_depth
     t = cfg.teacher
     try:
-        img = open_image(str(image))
-        enc, resized = encode_image(img, max_pixels=t.max_pixels, min_pixels=t.min_pixels, fmt=t.image_format)
+        enc, resized = load_frame(str(image), None, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality)
     except ValueError as exc:
         fail(f"--image {image}: {exc}")
     frame = enc.frame
     opts = [c.strip() for c in (choices or "").split("|") if c.strip()]
     sample = Sample(id="demo", images=[str(image)], question=query, task=task, choices=opts,
-                    answer=answer if answer is not None else _placeholder_answer(task_obj, opts, img.width, img.height))
+                    answer=answer if answer is not None else _placeholder_answer(task_obj, opts, frame.orig_width, frame.orig_height))
     try:
         task_obj.check_sample(sample)
         truth = task_obj.ground_truth(sample, frame)
@@ -272,7 +271,8 @@ def demo(
         try:
             await backend.check()
             if multiturn:
-                eps = await run_episode(backend, ctx, mc, turns_allowed, n=1, image_format=t.image_format, on_turn=show)
+                eps = await run_episode(backend, ctx, mc, turns_allowed, n=1, image_format=t.image_format,
+                                          image_quality=t.jpeg_quality, on_turn=show)
                 return eps[0], None
             reply = await backend.complete(PromptState(ctx, one_shot=True), 1)
             return None, reply.choices[0].text if reply.choices else ""

@@ -174,7 +174,7 @@ def run_eval(
 
     def prepare(sample: Any) -> tuple[Any, list[tuple[int, Any]], list[dict[str, Any]]]:
         task.check_sample(sample)
-        pairs = [frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format) for src in sample.images]
+        pairs = [frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality) for src in sample.images]
         encoded = tuple(enc for enc, _ in pairs)
         frame = encoded[0].frame
         contexts = []
@@ -192,7 +192,7 @@ def run_eval(
     async def sample_outputs(ctx: Any, frame: Any, stats: dict[str, Any]) -> list[dict[str, Any]]:
         """The K scored outputs of one variant: one one-shot request with n=K, or K turn-loop episodes."""
         if mt:
-            observe = make_observer(ctx, multiturn, image_dir, t.image_format)
+            observe = make_observer(ctx, multiturn, image_dir, t.image_format, t.jpeg_quality)
             episodes = await run_episode(teacher, ctx, multiturn, max_turns, n=k, observe=observe)
             stats["prompt_tokens"] += sum(ep.prompt_tokens for ep in episodes)
             stats["completion_tokens"] += sum(ep.completion_tokens for ep in episodes)

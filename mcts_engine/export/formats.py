@@ -58,6 +58,7 @@ from typing import Any
 from PIL import Image
 
 from ..grounding import IMAGE_MARKER, Frame, check_chain, extract_answer, frame_for
+from ..png_writer import encode_png
 from ..samples import Sample, resolve_image_path
 from ..search.tree import Tree
 from ..store import RunStore
@@ -179,12 +180,11 @@ def _open(data: bytes, where: str) -> Image.Image:
 
 
 def encode(img: Image.Image, fmt: str, quality: int) -> ImageBlob:
-    buf = io.BytesIO()
     if fmt == "jpeg":
+        buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=quality)
         return blob_of(buf.getvalue(), img.width, img.height, "jpg")
-    img.save(buf, format="PNG", compress_level=1)
-    return blob_of(buf.getvalue(), img.width, img.height, "png")
+    return blob_of(encode_png(img), img.width, img.height, "png")
 
 
 def _fit(data: bytes, where: str, target: tuple[int, int], fmt: str, quality: int) -> ImageBlob:
