@@ -9,6 +9,7 @@ fallback path that reads and resizes the source images.
 
     python scripts/bench_export.py                  # 1,000 trees, the default table
     python scripts/bench_export.py --trees 200      # quicker
+    python scripts/bench_export.py --teacher-format png   # a run that cached lossless PNG frames
 
 Image generation and tree building are not timed. Prints a markdown table (for the README).
 """
@@ -29,7 +30,7 @@ from PIL import Image, ImageDraw
 from mcts_engine.export.formats import export_run, features_for
 from mcts_engine.export.linearize import ExportConfig
 from mcts_engine.grounding import frame_for
-from mcts_engine.samples import encode_image, open_image
+from mcts_engine.samples import load_frame
 from mcts_engine.search.tree import Tree
 from mcts_engine.store import RunStore
 
@@ -92,7 +93,7 @@ def make_tree(i: int, rng: random.Random) -> Tree:
     return t
 
 
-def build_run(root: Path, n: int, seed: int, teacher_format: str = "png") -> tuple[Path, Path]:
+def build_run(root: Path, n: int, seed: int, teacher_format: str = "auto") -> tuple[Path, Path]:
     """(run with the image cache, the same run without it)."""
     rng = random.Random(seed)
     data = root / "data"
@@ -107,7 +108,7 @@ def build_run(root: Path, n: int, seed: int, teacher_format: str = "png") -> tup
     for i in range(n):
         tree = make_tree(i, rng)
         bare.append_tree(tree)
-        enc, _ = encode_image(open_image(f"img{i:05d}.jpg", str(data)), max_pixels=1280 * 28 * 28, fmt=teacher_format)
+        enc, _ = load_frame(f"img{i:05d}.jpg", str(data), 1280 * 28 * 28, 56 * 56, teacher_format)
         ext = "jpg" if enc.mime == "image/jpeg" else "png"
         (cache / f"{enc.key}.{ext}").write_bytes(enc.data)
         f = enc.frame
@@ -125,7 +126,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trees", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--teacher-format", default="png", choices=["png", "jpeg"], help="how the run cached its frame images")
+    ap.add_argument("--teacher-format", default="auto", choices=["auto", "png", "jpeg"],
+                    help="teacher.image_format the run cached its frames with (auto, the default: JPEG sources → JPEG)")
     ap.add_argument("--workdir", default=None, help="keep the run and outputs here (default: a temp dir, removed)")
     args = ap.parse_args()
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_export_"))
