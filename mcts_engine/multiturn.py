@@ -185,12 +185,16 @@ async def run_episode(
     frame = ctx.frame
     episodes = [Episode() for _ in range(n)]
     states = [PromptState(ctx) for _ in range(n)]
+    inline = bool(getattr(teacher, "replays_in_order", False))  # see TreeSearch
 
     async def advance(i: int, index: int, cont: Continuation, forced: bool) -> None:
         ep = episodes[i]
         turn, point = take_turn(ep, cont, forced, frame)
         if point is not None:
-            obs, rec = await asyncio.to_thread(observe, point)  # crop + encode off the event loop
+            if inline:  # the sim teacher: request order must not depend on a thread's finishing moment
+                obs, rec = observe(point)
+            else:  # crop + encode off the event loop
+                obs, rec = await asyncio.to_thread(observe, point)
             turn.observation, turn.record = obs, rec
             states[i] = states[i].child(Turn(cont.text, obs))
         if on_turn is not None:

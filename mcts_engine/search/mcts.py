@@ -157,9 +157,12 @@ class TreeSearch:
         max_errors: int = 3,
     ) -> None:
         """``verify`` scores a final answer; ``observe`` (multi-turn only) runs the zoom environment
-        for a step's point and returns the observation and its JSON record for the node."""
+        for a step's point and returns the observation and its JSON record for the node. It runs on a
+        worker thread, except for a teacher that sets ``replays_in_order`` (the seeded sim teacher,
+        whose replies depend on the order of requests): then inline, so a seeded run is reproducible."""
         self.tree = tree
         self.observe = observe
+        self._observe_inline = bool(getattr(teacher, "replays_in_order", False))
         self.teacher = teacher
         self.cfg = cfg
         self.verify = verify  # (answer: str | None) -> Verdict
@@ -208,8 +211,10 @@ class TreeSearch:
             return twin
         observation, record = None, None
         if self.observe is not None and step.kind == "think" and point is not None:
-            # Crop + encode off the event loop (PIL releases the GIL while it encodes).
-            observation, record = await asyncio.to_thread(self.observe, point)
+            if self._observe_inline:
+                observation, record = self.observe(point)
+            else:  # crop + encode off the event loop (PIL releases the GIL while it encodes)
+                observation, record = await asyncio.to_thread(self.observe, point)
             twin = self._twin(parent, cont.text)  # a sibling with the same text may have landed meanwhile
             if twin is not None:
                 return twin

@@ -7,7 +7,10 @@ with the number of distinct annotated regions the path has looked at (so search 
 Run configs record ``teacher.kind = sim``; it is never used in place of a real teacher silently.
 
 Determinism: every request draws from an RNG keyed on (seed, sample id, the path's text, how many
-times that exact state was asked before), so a seeded run with zero latency is reproducible.
+times that exact state was asked before), so a seeded run with zero latency is reproducible. Its
+replies depend on the order of requests within a tree, so it sets ``replays_in_order``: the search
+then runs the multi-turn environment (crop + encode) on the event loop instead of a worker thread,
+whose finishing moment would reorder the tree's requests from run to run.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _FREE_TEMPLATES = (
 
 class SimTeacher:
     name = "sim"
+    replays_in_order = True  # see the module docstring: the search keeps its order deterministic
 
     def __init__(self, cfg: TeacherConfig, seed: int = 0) -> None:
         self.cfg = cfg
