@@ -187,25 +187,53 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     return cls(**kwargs)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``search.simulations=16`` → (["search", "simulations"], 16). Values parse as YAML scalars."""
+def parse_override(text: str, text_field: bool = False) -> tuple[list[str], Any]:
+    """``search.simulations=16`` → (["search", "simulations"], 16). Values parse as YAML scalars, except
+    for a ``text_field`` (a field declared ``str``): its value is the text as written — ``0755`` stays
+    ``"0755"``, ``yes``/``no`` stay words — unless quoted YAML-style (``'"x"'``), or ``null``/``~``."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {text!r}: empty key")
+    stripped = raw.strip()
+    if text_field and not (stripped[:1] in ("'", '"') or stripped.lower() in ("null", "~")):
+        return key.split("."), stripped
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if stripped else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def _is_text_field(schema: Any, path: list[str]) -> bool:
+    """Whether ``path`` names a field declared ``str`` (or ``str | None``) in ``schema``: a dataclass,
+    or a mapping of section name → dataclass. Keys inside dict-typed fields are not text fields."""
+    cur = schema
+    for i, name in enumerate(path):
+        if isinstance(cur, dict):
+            cur = cur.get(name)
+            continue
+        if not dataclasses.is_dataclass(cur):
+            return False
+        hints = get_type_hints(cur)
+        if name not in hints:
+            return False
+        cur = hints[name]
+        if i == len(path) - 1:
+            return cur is str or str(cur) in ("str | None", "typing.Optional[str]", "str")
+    return False
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], schema: Any = None) -> dict[str, Any]:
+    """``data`` with ``--set`` overrides applied (a copy). With ``schema`` (see :func:`_is_text_field`),
+    a field declared ``str`` takes the text as written instead of its YAML reading."""
     out = json.loads(json.dumps(data, default=str))
     for text in overrides:
         path, value = parse_override(text)
+        if schema is not None and _is_text_field(schema, path):
+            path, value = parse_override(text, text_field=True)
         cur = out
         for p in path[:-1]:
             nxt = cur.setdefault(p, {})
@@ -257,7 +285,7 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def build_run_config(recipe: dict[str, Any], overrides: list[str], **cli: Any) -> RunConfig:
     """Recipe ← ``--set`` overrides ← explicit CLI flags (flags given as ``section.key`` kwargs or top-level)."""
-    data = apply_overrides(recipe, overrides)
+    data = apply_overrides(recipe, overrides, schema=RunConfig)
     for key, value in cli.items():
         if value is None:
             continue

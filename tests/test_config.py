@@ -101,6 +101,39 @@ def test_parse_override() -> None:
             parse_override(bad)
 
 
+def test_text_fields_keep_the_text_as_written() -> None:
+    # YAML 1.1 would read these as an octal number, booleans and a float; a str field keeps the words
+    cfg = build_run_config({}, ["teacher.model=0755", "teacher.api_key_env=NO", "teacher.base_url=yes",
+                                "image_root=007", "data= 1e3 "])
+    assert (cfg.teacher.model, cfg.teacher.api_key_env, cfg.teacher.base_url) == ("0755", "NO", "yes")
+    assert (cfg.image_root, cfg.data) == ("007", "1e3")
+    # quoted YAML-style is still read as YAML, and null clears an optional text field
+    cfg = build_run_config({}, ["teacher.model='on'", 'teacher.api_key_env="KEY"', "image_root=null"])
+    assert (cfg.teacher.model, cfg.teacher.api_key_env, cfg.image_root) == ("on", "KEY", None)
+    with pytest.raises(ConfigError, match="teacher.model: null is not allowed"):
+        build_run_config({}, ["teacher.model=~"])
+    # typed fields and untyped mappings still read YAML
+    cfg = build_run_config({}, ["search.simulations=08", "search.require_point=off", "teacher.extra_body.top_k=20",
+                                "task_options.flag=yes"])
+    assert cfg.search.simulations == 8 and cfg.search.require_point is False
+    assert cfg.teacher.extra_body == {"top_k": 20} and cfg.task_options == {"flag": True}
+    # without a schema (plain recipe dicts), every value is read as YAML
+    assert apply_overrides({}, ["teacher.model=0755"]) == {"teacher": {"model": 493}}
+
+
+def test_export_and_train_overrides_keep_text_fields() -> None:
+    from mcts_engine.export.formats import resolve_export_config
+    from mcts_engine.train.config import train_config_from_recipe
+
+    from mcts_engine.export.linearize import ExportConfig
+
+    assert apply_overrides({}, ["export.strategies=on"], schema={"export": ExportConfig}) == {"export": {"strategies": "on"}}
+    ec, options = resolve_export_config({}, overrides=["export.strategies=best", "task_options.k=0755"])
+    assert ec.strategies == "best" and options == {"k": 493}  # task options are untyped: read as YAML
+    tc = train_config_from_recipe({"train": {}}, ["train.lora_targets=on"])
+    assert tc.lora_targets == "on"
+
+
 def test_overrides_typed_coercion() -> None:
     cfg = build_run_config({}, [
         "search.simulations=16",

@@ -876,7 +876,7 @@ def resolve_export_config(
     for o in overrides or []:
         if not o.split("=", 1)[0].strip().startswith(("export.", "task_options.")):
             raise ConfigError(f"--set {o!r}: export takes export.KEY=VALUE or task_options.KEY=VALUE")
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(data, overrides or [], schema={"export": ExportConfig})
     for key, value in (("val_fraction", val_fraction), ("seed", seed), ("strategies", strategies)):
         if value is not None:
             data["export"][key] = value

@@ -164,7 +164,7 @@ class TrainConfig:
 
 def resolve_recipe(recipe: dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:
     """The recipe with ``--set section.key=value`` overrides applied (``train.lr=…``, ``task_options.x=…``)."""
-    return apply_overrides(recipe, list(overrides or []))
+    return apply_overrides(recipe, list(overrides or []), schema={"train": TrainConfig})
 
 
 def train_config_from_recipe(recipe: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
