@@ -222,7 +222,7 @@ def _is_text_field(schema: Any, path: list[str]) -> bool:
             return False
         cur = hints[name]
         if i == len(path) - 1:
-            return cur is str or str(cur) in ("str | None", "typing.Optional[str]", "str")
+            return cur is str or str(cur) in ("str | None", "typing.Optional[str]")
     return False
 
 
