@@ -39,7 +39,7 @@ from typing import Any
 from .config import MultiTurnConfig
 from .environment import MULTITURN_STOPS, check_tool_step
 from .grounding import Frame, Point, parse_step
-from .teachers.base import Continuation, Observation, PromptState, SampleContext, Teacher, Turn
+from .teachers.base import Continuation, Observation, PromptState, SampleContext, Teacher, Turn, observes_inline
 
 Observer = Callable[[Point], tuple[Observation, dict[str, Any]]]
 TurnCallback = Callable[[int, int, "EpisodeTurn"], None]
@@ -185,7 +185,7 @@ async def run_episode(
     frame = ctx.frame
     episodes = [Episode() for _ in range(n)]
     states = [PromptState(ctx) for _ in range(n)]
-    inline = bool(getattr(teacher, "replays_in_order", False))  # see TreeSearch
+    inline = observes_inline(teacher)
 
     async def advance(i: int, index: int, cont: Continuation, forced: bool) -> None:
         ep = episodes[i]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from ..config import SearchConfig
 from ..environment import check_tool_step
 from ..grounding import ParsedStep, Point, parse_step
-from ..teachers.base import Continuation, Observation, PromptState, Teacher, TeacherError, Turn
+from ..teachers.base import Continuation, Observation, PromptState, Teacher, TeacherError, Turn, observes_inline
 from ..verifiers import Verdict
 from .tree import Node, Tree
 
@@ -162,7 +162,7 @@ class TreeSearch:
         whose replies depend on the order of requests): then inline, so a seeded run is reproducible."""
         self.tree = tree
         self.observe = observe
-        self._observe_inline = bool(getattr(teacher, "replays_in_order", False))
+        self._observe_inline = observes_inline(teacher)
         self.teacher = teacher
         self.cfg = cfg
         self.verify = verify  # (answer: str | None) -> Verdict

@@ -120,6 +120,15 @@ class Teacher(Protocol):
         ...
 
 
+def observes_inline(teacher: Any) -> bool:
+    """Whether an environment step (a multi-turn crop) must run on the event loop for ``teacher``.
+
+    True for a teacher that sets ``replays_in_order`` (the seeded ``sim``: its replies depend on the
+    order of requests, so a worker thread's finishing moment must not reorder them); real teachers
+    get the crop on a worker thread, off the event loop."""
+    return bool(getattr(teacher, "replays_in_order", False))
+
+
 # --------------------------------------------------------------------------------------------
 # Rendering a prompt state as chat messages (OpenAI format), shared by the HTTP and vLLM backends
 # --------------------------------------------------------------------------------------------
