@@ -234,8 +234,8 @@ def demo(
         fail(f"--image {image}: {exc}")
     frame = enc.frame
     opts = [c.strip() for c in (choices or "").split("|") if c.strip()]
-    sample = Sample(id="demo", images=[str(image)], question=query, task=task, choices=opts,
-                    answer=answer if answer is not None else _placeholder_answer(task_obj, opts, frame.orig_width, frame.orig_height))
+    truth_text = answer if answer is not None else _placeholder_answer(task_obj, opts, frame.orig_width, frame.orig_height)
+    sample = Sample(id="demo", images=[str(image)], question=query, task=task, choices=opts, answer=truth_text)
     try:
         task_obj.check_sample(sample)
         truth = task_obj.ground_truth(sample, frame)
