@@ -46,6 +46,7 @@ class TeacherConfig:
     image_format: str = "auto"
     jpeg_quality: int = 90  # when a frame (or a multi-turn crop) is sent as JPEG
     extra_body: dict[str, Any] = field(default_factory=dict)  # passed through to the server
+    logprobs: bool = False  # ask the server for the sampled tokens' log-probs (Continuation.logprob)
     # HTTP path of the openai backend: direct = requests sent on a lean keep-alive pool, retries and
     # backoff decided by the AsyncOpenAI client's own rules (fastest); lean = AsyncOpenAI's request loop
     # over the same pool; httpx = AsyncOpenAI on its stock httpx pool (used whenever HTTP(S)_PROXY

@@ -86,6 +86,9 @@ class Continuation:
     text: str  # as generated, stop string re-attached, forced prefix included
     finish_reason: str  # stop | length | ...
     completion_tokens: int = 0
+    # Sum of the sampled tokens' log-probabilities (the server's, when the request asked for them and the
+    # server returned them; None otherwise). The search turns siblings' values into PUCT priors.
+    logprob: float | None = None
 
 
 @dataclass(frozen=True)
