@@ -94,6 +94,19 @@ class MultiTurnConfig:
 
 
 @dataclass
+class InputConfig:
+    """What an input row may name and hold (``docs/input-data.md``); a row past a bound fails alone."""
+
+    allow_outside_root: bool = False  # image paths may resolve outside the image root (--allow-outside-root)
+    max_image_pixels: int = 178_956_970  # width × height of one decoded image (2 × Pillow's default bound)
+    max_question_chars: int = 65_536
+    max_answer_chars: int = 16_384
+    max_choice_chars: int = 4_096  # each option
+    max_choices: int = 64
+    max_row_bytes: int = 16 * 1024 * 1024  # one JSONL line
+
+
+@dataclass
 class RunConfig:
     task: str = "sat2"
     data: str | None = None
@@ -103,6 +116,7 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     multiturn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
+    inputs: InputConfig = field(default_factory=InputConfig)
     task_options: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
@@ -110,6 +124,7 @@ class RunConfig:
     # Keys that do not change what a run computes: excluded from the hash, so resume accepts them.
     _UNHASHED = ("limit", "teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.base_url",
                  "teacher.api_key_env", "teacher.client", "search.trees_in_flight", "export", "train", "data", "image_root")
+    _UNHASHED += ("inputs",)  # which rows are refused, not what a finished tree holds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +185,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys are an error naming ``where.key``."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a mapping of keys, got {type(data).__name__} {data!r}"[:200])
     data = dict(data or {})
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
@@ -186,6 +203,16 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
         else:
             kwargs[f.name] = _coerce(data[f.name], typ, f"{where}.{f.name}")
     return cls(**kwargs)
+
+
+def section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    """``data[name]`` as a mapping ({} when absent); a ``ConfigError`` naming ``where.name`` when it is not one."""
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}.{name}: must be a mapping of keys, got {type(value).__name__} {value!r}"[:200])
+    return value
 
 
 def parse_override(text: str, text_field: bool = False) -> tuple[list[str], Any]:
@@ -295,4 +322,77 @@ def build_run_config(recipe: dict[str, Any], overrides: list[str], **cli: Any) -
             data.setdefault(section, {})[name] = value
         else:
             data[section] = value
-    return from_dict(RunConfig, data, "config")
+    cfg = from_dict(RunConfig, data, "config")
+    validate_run_config(cfg)
+    return cfg
+
+
+# Allowed ranges of numeric knobs: key → (lowest, highest, lowest excluded). A value outside is a
+# one-line ConfigError naming the key, before any work (a zero budget would store empty trees).
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "limit": (1, None, False),
+    "teacher.temperature": (0, None, False),
+    "teacher.top_p": (0, 1, True),
+    "teacher.max_tokens": (1, None, False),
+    "teacher.concurrency": (1, None, False),
+    "teacher.timeout_s": (0, None, True),
+    "teacher.max_retries": (0, None, False),
+    "teacher.max_pixels": (1, None, False),
+    "teacher.min_pixels": (1, None, False),
+    "teacher.sim_accuracy": (0, 1, False),
+    "teacher.sim_latency_s": (0, None, False),
+    "teacher.sim_mean_steps": (0, None, False),
+    "teacher.sim_point_noise": (0, None, False),
+    "teacher.sim_bad_step_rate": (0, 1, False),
+    "search.simulations": (1, None, False),
+    "search.children": (1, None, False),
+    "search.rollouts": (0, None, False),
+    "search.max_depth": (1, None, False),
+    "search.exploration": (0, None, False),
+    "search.parallel_simulations": (1, None, False),
+    "search.virtual_loss": (0, None, False),
+    "search.trees_in_flight": (0, None, False),
+    "search.max_calls": (1, None, False),
+    "search.step_retries": (0, None, False),
+    "multiturn.crop_offset": (1, None, False),
+    "multiturn.crop_size": (28, None, False),
+    "multiturn.dot_radius": (0, None, False),
+    "inputs.max_image_pixels": (1, None, False),
+    "inputs.max_question_chars": (1, None, False),
+    "inputs.max_answer_chars": (1, None, False),
+    "inputs.max_choice_chars": (1, None, False),
+    "inputs.max_choices": (2, None, False),
+    "inputs.max_row_bytes": (1, None, False),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {"search.early_stop": ("none", "solved")}
+
+
+def range_text(low: float | None, high: float | None, open_low: bool) -> str:
+    """``≥ 1``, ``> 0``, ``0..1``, ``(0, 1]``: an allowed range as the error message states it."""
+    if high is None:
+        return f"{'>' if open_low else '≥'} {low:g}"
+    return f"({low:g}, {high:g}]" if open_low else f"{low:g}..{high:g}"
+
+
+def check_range(key: str, value: float, low: float | None, high: float | None, open_low: bool = False) -> None:
+    """``ConfigError`` naming ``key`` and its allowed range when ``value`` lies outside it."""
+    bad = (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high)
+    if bad:
+        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {range_text(low, high, open_low)})")
+
+
+def validate_run_config(cfg: RunConfig) -> None:
+    """Check every bounded knob of ``cfg`` (see ``_RANGES``); the first bad one is a ``ConfigError``."""
+    for key, (low, high, open_low) in _RANGES.items():
+        section, _, name = key.rpartition(".")
+        owner = getattr(cfg, section) if section else cfg
+        value = getattr(owner, name, None)
+        if value is not None:
+            check_range(key, value, low, high, open_low)
+    for key, allowed in _CHOICES.items():
+        section, _, name = key.rpartition(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    if cfg.teacher.min_pixels > cfg.teacher.max_pixels:
+        raise ConfigError(f"teacher.min_pixels: {cfg.teacher.min_pixels} is above teacher.max_pixels {cfg.teacher.max_pixels}")

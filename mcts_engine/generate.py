@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import MultiTurnConfig, RunConfig
+from .config import MultiTurnConfig, RunConfig, validate_run_config
 from .environment import MULTITURN_STOPS, observation_text, zoom
 from .grounding import STEP_STOPS, Point
 from .samples import EncodedImage, FrameCache, Sample, SampleError, encode_image, load_samples, unique_samples
@@ -71,7 +71,7 @@ def prepare_context(
     frames = frames or FrameCache(capacity=0)
     encoded, resized = [], []
     for src in sample.images:
-        enc, img = frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality)
+        enc, img = frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality, run.inputs)
         encoded.append(enc)
         resized.append(img)
     frame = encoded[0].frame
@@ -229,9 +229,10 @@ def run_generate(
     serve, both before the run directory is touched; ``RunError`` for a run directory created with
     another config; ``Aborted`` if the teacher went down mid-run (everything finished is kept).
     """
+    validate_run_config(cfg)  # a ConfigError before any work
     task = get_task(cfg.task, cfg.task_options)
     data = Path(cfg.data) if cfg.data else default_data(cfg.task)
-    samples = unique_samples(load_samples(data, cfg.image_root, cfg.task), cfg.limit)
+    samples = unique_samples(load_samples(data, cfg.image_root, cfg.task, cfg.inputs), cfg.limit)
     total = count_samples(data)
     if cfg.limit is not None:
         total = min(total, cfg.limit) if total is not None else cfg.limit

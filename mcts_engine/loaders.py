@@ -47,6 +47,9 @@ from typing import Any
 
 from PIL import Image
 
+from .config import InputConfig
+from .input_checks import DEFAULT_INPUTS, confine, decode_json_line, iter_lines, iter_parquet_rows, open_bounded
+from .options import question_stem, split_options
 from .png_writer import encode_png
 from .samples import (
     ImageSource,
@@ -58,8 +61,6 @@ from .samples import (
     _undecoded,
     iter_json_rows,
     open_image,
-    resolve_image_path,
-    split_options,
 )
 from .verifiers import resolve_choice
 
@@ -113,16 +114,18 @@ def point_text(pt: tuple[int, int]) -> str:
     return f"({pt[0]}, {pt[1]})"
 
 
-def image_size(src: ImageSource, image_root: str | None) -> tuple[int, int]:
-    """(width, height) from the image header (no full decode). ``ValueError`` with a one-line reason."""
+def image_size(src: ImageSource, image_root: str | None, inputs: InputConfig | None = None) -> tuple[int, int]:
+    """(width, height) from the image header (no full decode). ``ValueError`` with a one-line reason,
+    also for a path outside the image root or an image over ``inputs.max_image_pixels``."""
+    inputs = inputs or DEFAULT_INPUTS
     try:
         if isinstance(src, (bytes, bytearray)):
-            with Image.open(io.BytesIO(src)) as im:
+            with open_bounded(src, inputs.max_image_pixels, "bytes") as im:
                 return im.size
-        path = resolve_image_path(src, image_root)
+        path = confine(src, image_root, inputs.allow_outside_root)
         if not path.exists():
             raise ValueError(f"image not found: {path}")
-        with Image.open(path) as im:
+        with open_bounded(path, inputs.max_image_pixels, src) as im:
             return im.size
     except ValueError:
         raise
@@ -158,14 +161,14 @@ def _source_name(src: ImageSource) -> str:
     return src if isinstance(src, str) else f"bytes:{hashlib.sha1(src).hexdigest()}"
 
 
-def compose_sample(sample: Sample) -> Sample:
+def compose_sample(sample: Sample, inputs: InputConfig | None = None) -> Sample:
     """A sample with several images → the same sample with one side-by-side image (PNG bytes).
 
     Boxes may name their image with ``"image": k`` (0-based, default 0); they are shifted into the
     composite. Raises ``ValueError`` if an image cannot be read. Single-image samples pass unchanged."""
     if len(sample.images) <= 1:
         return sample
-    frames = [open_image(src, sample.image_root) for src in sample.images]
+    frames = [open_image(src, sample.image_root, inputs) for src in sample.images]
     canvas, panels = compose_side_by_side(frames)
     png = encode_png(canvas)
     boxes = []
@@ -184,11 +187,11 @@ def compose_sample(sample: Sample) -> Sample:
     return replace(sample, images=[png], boxes=boxes, metadata=meta)
 
 
-def _composed(items: Iterable[Sample | SampleError]) -> Iterator[Sample | SampleError]:
+def _composed(items: Iterable[Sample | SampleError], inputs: InputConfig | None = None) -> Iterator[Sample | SampleError]:
     for item in items:
         if isinstance(item, Sample) and len(item.images) > 1:
             try:
-                item = compose_sample(item)
+                item = compose_sample(item, inputs)
             except ValueError as exc:
                 yield SampleError(item.id, f"{item.id}: {exc}")
                 continue
@@ -222,13 +225,16 @@ def _table_columns(path: Path) -> tuple[set[str], str] | None:
 
 
 def _first_jsonl_row(path: Path) -> dict[str, Any] | None:
+    """The first readable JSON object among the first lines (a bad line does not hide the layout)."""
     try:
-        with path.open("r", encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    return row if isinstance(row, dict) else None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        with path.open("rb") as fh:
+            for lineno, raw in iter_lines(fh, DEFAULT_INPUTS.max_row_bytes):
+                row = decode_json_line(raw, "") if raw is not None else ""
+                if isinstance(row, dict):
+                    return row
+                if lineno >= 32:
+                    return None
+    except OSError:
         return None
     return None
 
@@ -267,33 +273,36 @@ def _json_kind(data: Any) -> str | None:
 _SCREENSPOT_FILE = re.compile(r"screenspot_(desktop|mobile|web)(?:_v2)?\.json$")
 
 
-def load_benchmark(path: str | Path, image_root: str | None = None, task: str = "") -> Iterator[Sample | SampleError] | None:
-    """The samples of a benchmark-layout input, or None if ``path`` is not one of the layouts above."""
+def load_benchmark(
+    path: str | Path, image_root: str | None = None, task: str = "", inputs: InputConfig | None = None
+) -> Iterator[Sample | SampleError] | None:
+    """The samples of a benchmark-layout input, or None if ``path`` is not one of the layouts above.
+    ``inputs``: the rules for what the loaders read while loading (image headers, composites)."""
     p = Path(path)
     if p.is_dir():
         if any(_SCREENSPOT_FILE.search(f.name) for f in p.glob("*.json")):
-            return load_screenspot(sorted(f for f in p.glob("*.json") if _SCREENSPOT_FILE.search(f.name)), image_root)
+            return load_screenspot(sorted(f for f in p.glob("*.json") if _SCREENSPOT_FILE.search(f.name)), image_root, inputs=inputs)
         ann = p / "annotations"
         if ann.is_dir() and any(ann.glob("*.json")):
-            return load_screenspot(sorted(ann.glob("*.json")), image_root or str(p / "images"))
+            return load_screenspot(sorted(ann.glob("*.json")), image_root or str(p / "images"), inputs=inputs)
         if (p / "direct_attributes").is_dir() or (p / "relative_position").is_dir() or (p / "test_questions.jsonl").exists():
-            return load_vstar(p, image_root)
+            return load_vstar(p, image_root, inputs=inputs)
         cols = _table_columns(p)
         if cols is not None:
-            return _table_loader(p, cols, image_root, task)
+            return _table_loader(p, cols, image_root, task, inputs)
         jsons = sorted(p.glob("*.json"))
         if jsons and not any(p.glob("*.jsonl")):
             first = _safe_json(jsons[0])  # the first file decides; the loader reads the others lazily
             kind = _json_kind(first)
             if kind == "osatlas":
-                return load_osatlas(jsons, image_root, preloaded={jsons[0]: first})
+                return load_osatlas(jsons, image_root, preloaded={jsons[0]: first}, inputs=inputs)
             if kind in {"screenspot", "screenspot_pro"}:
-                return load_screenspot(jsons, image_root, preloaded={jsons[0]: first})
+                return load_screenspot(jsons, image_root, preloaded={jsons[0]: first}, inputs=inputs)
         jsonls = sorted(p.glob("*.jsonl"))
         if jsonls:
             row = _first_jsonl_row(jsonls[0])
             if row is not None and _is_web_row(row):
-                return (s for f in jsonls for s in load_web_actions(f, image_root))
+                return (s for f in jsonls for s in load_web_actions(f, image_root, inputs=inputs))
         return None
     if not p.is_file():
         return None
@@ -301,23 +310,23 @@ def load_benchmark(path: str | Path, image_root: str | None = None, task: str = 
         data = _safe_json(p)  # parsed once: handed to the loader
         kind = _json_kind(data)
         if kind == "osatlas":
-            return load_osatlas([p], image_root, preloaded={p: data})
+            return load_osatlas([p], image_root, preloaded={p: data}, inputs=inputs)
         if kind in {"screenspot", "screenspot_pro"}:
-            return load_screenspot([p], image_root, preloaded={p: data})
+            return load_screenspot([p], image_root, preloaded={p: data}, inputs=inputs)
         return None
     if p.suffix == ".jsonl":
         row = _first_jsonl_row(p)
         if row is None:
             return None
         if _is_vstar_row(row):
-            return load_vstar_questions(p, image_root)
+            return load_vstar_questions(p, image_root, inputs=inputs)
         if _is_web_row(row):
-            return load_web_actions(p, image_root)
+            return load_web_actions(p, image_root, inputs=inputs)
         return None
     if p.suffix == ".parquet":
         cols = _table_columns(p)
         if cols is not None:
-            return _table_loader(p, cols, image_root, task)
+            return _table_loader(p, cols, image_root, task, inputs)
     return None
 
 
@@ -328,12 +337,12 @@ def _safe_json(path: Path) -> Any:
         return None
 
 
-def _table_loader(p: Path, cols: tuple[set[str], str], image_root: str | None, task: str) -> Iterator[Sample | SampleError] | None:
+def _table_loader(p: Path, cols: tuple[set[str], str], image_root: str | None, task: str, inputs: InputConfig | None = None) -> Iterator[Sample | SampleError] | None:
     names, _ = cols
     if "sub_task" in names and "image_1" in names:
-        return load_blink(p, image_root)
+        return load_blink(p, image_root, inputs=inputs)
     if "correct_answer" in names and ("image_bytes" in names or "images" in names):
-        return load_sat(p, image_root, task)
+        return load_sat(p, image_root, task, inputs)
     return None
 
 
@@ -355,12 +364,9 @@ def _iter_table(path: Path, image_columns: tuple[str, ...]) -> Iterator[tuple[st
                     d = d.cast_column(col, _undecoded(d, col))
             yield label, (d[i] for i in range(len(d))), str(path)
         return
-    import pyarrow.parquet as pq
-
     files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
     for f in files:
-        pf = pq.ParquetFile(f)
-        yield f.name, (r for batch in pf.iter_batches(batch_size=32) for r in batch.to_pylist()), str(f.parent)
+        yield f.name, iter_parquet_rows(f, batch_size=32), str(f.parent)
 
 
 _LETTER_ANSWER = re.compile(r"^\(?\s*([A-Za-z])\s*\)?$")
@@ -397,11 +403,14 @@ def _extra_boxes(row: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
-def load_blink(path: Path, image_root: str | None = None) -> Iterator[Sample | SampleError]:
+def load_blink(path: Path, image_root: str | None = None, inputs: InputConfig | None = None) -> Iterator[Sample | SampleError]:
     """BLINK rows → samples (answer letter → option text; several images composed side by side)."""
     image_cols = ("image_1", "image_2", "image_3", "image_4")
     for label, rows, root in _iter_table(path, image_cols):
         for i, row in enumerate(rows):
+            if isinstance(row, tuple):  # a row the parquet reader could not read
+                yield SampleError(f"{Path(label).stem}-{row[0]}", row[1])
+                continue
             where = f"{label} row {i}"
             sid = str(row.get("idx") if row.get("idx") not in (None, "") else f"{Path(label).stem}-{i}")
             try:
@@ -433,8 +442,9 @@ def load_blink(path: Path, image_root: str | None = None) -> Iterator[Sample | S
                 sample = Sample(
                     id=sid, images=images, question=question, answer=answer, choices=choices,
                     boxes=_extra_boxes(row, where), task="blink", metadata=meta, image_root=image_root or root,
+                    where=where,
                 )
-                yield compose_sample(sample)
+                yield compose_sample(sample, inputs)
             except ValueError as exc:
                 yield SampleError(sid, str(exc))
 
@@ -456,12 +466,17 @@ def _parse_answers(value: Any) -> list[str]:
     return []
 
 
-def load_sat(path: Path, image_root: str | None = None, task: str = "") -> Iterator[Sample | SampleError]:
+def load_sat(
+    path: Path, image_root: str | None = None, task: str = "", inputs: InputConfig | None = None
+) -> Iterator[Sample | SampleError]:
     """SAT rows (``image_bytes`` or ``images``; ``answers`` list or string) through the generic SAT row
     reader, then two-frame items composed side by side (recorded in ``metadata["composite"]``)."""
     for label, rows, root in _iter_table(path, ("images", "image")):
         def mapped(rows: Iterator[dict[str, Any]] = rows) -> Iterator[dict[str, Any]]:
             for row in rows:
+                if isinstance(row, tuple):  # unreadable: _table_rows reports it
+                    yield row
+                    continue
                 row = dict(row)
                 if "images" not in row and "image_bytes" in row:
                     cells = row.pop("image_bytes")
@@ -470,7 +485,7 @@ def load_sat(path: Path, image_root: str | None = None, task: str = "") -> Itera
                     row["answers"] = _parse_answers(row["answers"])
                 yield row
 
-        yield from _composed(_table_rows(label, mapped(), image_root or root, task))
+        yield from _composed(_table_rows(label, mapped(), image_root or root, task), inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +493,6 @@ def load_sat(path: Path, image_root: str | None = None, task: str = "") -> Itera
 # --------------------------------------------------------------------------------------------
 
 _VSTAR_INSTRUCTION = re.compile(r"\n?\s*Answer with the option'?s letter.*$", re.S | re.I)
-_FIRST_OPTION = re.compile(r"\n?\s*\(A\)")
 VSTAR_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -505,11 +519,12 @@ def _vstar_boxes(ann: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
-def load_vstar(root: Path, image_root: str | None = None) -> Iterator[Sample | SampleError]:
+def load_vstar(root: Path, image_root: str | None = None, inputs: InputConfig | None = None) -> Iterator[Sample | SampleError]:
     """V*Bench directory: ``test_questions.jsonl`` if present (boxes from the per-image JSON), else every
-    ``<category>/<image>`` with its ``<image>.json`` annotation."""
+    ``<category>/<image>`` with its ``<image>.json`` annotation (files this loader lists itself: their
+    image root is the dataset directory unless ``image_root`` holds them)."""
     if (root / "test_questions.jsonl").exists():
-        yield from load_vstar_questions(root / "test_questions.jsonl", image_root or str(root))
+        yield from load_vstar_questions(root / "test_questions.jsonl", image_root or str(root), inputs)
         return
     base = Path(image_root) if image_root else root
     for category in ("direct_attributes", "relative_position"):
@@ -533,10 +548,11 @@ def load_vstar(root: Path, image_root: str | None = None) -> Iterator[Sample | S
                 if not question:
                     raise ValueError(f"{where}: field 'question' is missing")
                 choices, order = _shuffled_options(options, sid)
+                own = base if img.is_relative_to(base) else root
                 yield Sample(
-                    id=sid, images=[str(img.relative_to(base)) if img.is_relative_to(base) else str(img)],
+                    id=sid, images=[str(img.relative_to(own))], where=where,
                     question=question, answer=options[0], choices=choices, boxes=_vstar_boxes(ann, where),
-                    task="vstar", image_root=str(base),
+                    task="vstar", image_root=str(own),
                     metadata={"benchmark": "vstar", "category": category, "option_order": order,
                               "target_object": [str(t) for t in ann.get("target_object") or []]},
                 )
@@ -544,11 +560,14 @@ def load_vstar(root: Path, image_root: str | None = None) -> Iterator[Sample | S
                 yield SampleError(sid, str(exc))
 
 
-def load_vstar_questions(path: Path, image_root: str | None = None) -> Iterator[Sample | SampleError]:
+def load_vstar_questions(
+    path: Path, image_root: str | None = None, inputs: InputConfig | None = None
+) -> Iterator[Sample | SampleError]:
     """``test_questions.jsonl``: options parsed from ``text``, ``label`` letter → option text, boxes from the
     image's sibling ``.json`` annotation when it exists."""
+    inputs = inputs or DEFAULT_INPUTS
     root = image_root if image_root is not None else str(path.parent)
-    for lineno, where, row in iter_json_rows(path):
+    for lineno, where, row in iter_json_rows(path, inputs.max_row_bytes):
         if isinstance(row, SampleError):
             yield row
             continue
@@ -558,20 +577,23 @@ def load_vstar_questions(path: Path, image_root: str | None = None) -> Iterator[
             choices = split_options(text)
             if len(choices) < 2:
                 raise ValueError(f"{where}: field 'text' has no '(A) …' options")
-            question = _FIRST_OPTION.split(_VSTAR_INSTRUCTION.sub("", text), maxsplit=1)[0].strip()
+            question = question_stem(_VSTAR_INSTRUCTION.sub("", text))
             answer = _answer_to_option(row.get("label"), choices, where)
             image = row.get("image")
             if not image:
                 raise ValueError(f"{where}: field 'image' is missing")
             boxes: list[dict[str, Any]] = []
-            ann_path = resolve_image_path(str(Path(image).with_suffix(".json")), root)
+            try:
+                ann_path = confine(str(Path(image).with_suffix(".json")), root, inputs.allow_outside_root)
+            except ValueError as exc:
+                raise ValueError(f"{where}: field 'image': {exc}") from None
             if ann_path.exists():
                 ann = _safe_json(ann_path)
                 if isinstance(ann, dict):
                     boxes = _vstar_boxes(ann, f"{where} ({ann_path.name})")
             meta = {"benchmark": "vstar", "category": str(row.get("category") or Path(image).parent.name)}
             yield Sample(id=sid, images=[str(image)], question=question, answer=answer, choices=choices,
-                         boxes=boxes, task="vstar", metadata=meta, image_root=root)
+                         boxes=boxes, task="vstar", metadata=meta, image_root=root, where=where)
         except ValueError as exc:
             yield SampleError(sid, str(exc))
 
@@ -595,21 +617,24 @@ def _screenspot_image_root(json_path: Path, image_root: str | None) -> str:
 
 def _grounding_sample(
     sid: str, image: str, instruction: str, bbox: Any, fmt: str, normalized: bool, root: str,
-    meta: dict[str, Any], task: str, where: str, size: tuple[int, int] | None = None,
+    meta: dict[str, Any], task: str, where: str, size: tuple[int, int] | None = None, inputs: InputConfig | None = None,
 ) -> Sample:
     if not image:
         raise ValueError(f"{where}: field 'img_filename' is missing")
     if not instruction or not str(instruction).strip():
         raise ValueError(f"{where}: field 'instruction' is missing")
     if normalized and size is None:
-        size = image_size(image, root)
+        try:
+            size = image_size(image, root, inputs)
+        except ValueError as exc:
+            raise ValueError(f"{where}: field 'img_filename': {exc}") from None
     try:
         box = to_xyxy(bbox, fmt=fmt, normalized=normalized, size=size)
     except ValueError as exc:
         raise ValueError(f"{where}: field 'bbox': {exc}") from None
     return Sample(
         id=sid, images=[image], question=str(instruction).strip(), answer=point_text(box_center(box)),
-        boxes=[{"label": "target", "bbox": box}], task=task, image_root=root,
+        boxes=[{"label": "target", "bbox": box}], task=task, image_root=root, where=where,
         metadata={**meta, "source_bbox": list(bbox), "source_bbox_format": f"{fmt}{'/normalized' if normalized else ''}"},
     )
 
@@ -622,7 +647,7 @@ def _auto_normalized(bbox: Any) -> bool:
 
 
 def load_screenspot(files: list[Path], image_root: str | None = None,
-                    preloaded: dict[Path, Any] | None = None) -> Iterator[Sample | SampleError]:
+                    preloaded: dict[Path, Any] | None = None, inputs: InputConfig | None = None) -> Iterator[Sample | SampleError]:
     """ScreenSpot v1/v2 (``[x, y, w, h]`` pixels; platform from the file name) and ScreenSpot-Pro (xyxy pixels)."""
     for f in files:
         data = (preloaded or {}).pop(f, None) if f in (preloaded or {}) else _safe_json(f)
@@ -655,13 +680,13 @@ def load_screenspot(files: list[Path], image_root: str | None = None,
                     size = None
                 meta["file"] = f.name
                 yield _grounding_sample(sid, str(row.get("img_filename") or ""), row.get("instruction") or "", bbox, fmt,
-                                        normalized, root, meta, "screenspot", where, size=size)  # type: ignore[arg-type]
+                                        normalized, root, meta, "screenspot", where, size=size, inputs=inputs)  # type: ignore[arg-type]
             except ValueError as exc:
                 yield SampleError(sid, str(exc))
 
 
 def load_osatlas(files: list[Path], image_root: str | None = None,
-                 preloaded: dict[Path, Any] | None = None) -> Iterator[Sample | SampleError]:
+                 preloaded: dict[Path, Any] | None = None, inputs: InputConfig | None = None) -> Iterator[Sample | SampleError]:
     """OS-ATLAS grounding JSON: one sample per element; boxes normalized to [0, 1] xyxy (a row may say
     ``"normalized": false`` for pixels). Needs each image's size (read from its header)."""
     for f in files:
@@ -691,10 +716,13 @@ def load_osatlas(files: list[Path], image_root: str | None = None,
                         raise ValueError(f"{w}: element is not a JSON object")
                     normalized = bool(el.get("normalized", row.get("normalized", True)))
                     if normalized and size is None:
-                        size = image_size(image, root) if image else None
+                        try:
+                            size = image_size(image, root, inputs) if image else None
+                        except ValueError as exc:
+                            raise ValueError(f"{w}: field 'img_filename': {exc}") from None
                     meta = {"benchmark": "osatlas", "file": f.name, "platform": str(row.get("platform") or f.stem)}
                     yield _grounding_sample(sid, image, el.get("instruction") or "", el.get("bbox"), "xyxy", normalized,
-                                            root, meta, "osatlas", w, size=size)
+                                            root, meta, "osatlas", w, size=size, inputs=inputs)
                 except ValueError as exc:
                     yield SampleError(sid, str(exc))
 
@@ -704,12 +732,13 @@ def load_osatlas(files: list[Path], image_root: str | None = None,
 # --------------------------------------------------------------------------------------------
 
 
-def load_web_actions(path: Path, image_root: str | None = None) -> Iterator[Sample | SampleError]:
+def load_web_actions(path: Path, image_root: str | None = None, inputs: InputConfig | None = None) -> Iterator[Sample | SampleError]:
     """VisualWebArena-style JSONL rows → samples; the gold action's element box becomes the target box."""
     from .verifiers import parse_web_action
 
+    inputs = inputs or DEFAULT_INPUTS
     root = image_root if image_root is not None else str(path.parent)
-    for lineno, where, row in iter_json_rows(path):
+    for lineno, where, row in iter_json_rows(path, inputs.max_row_bytes):
         if isinstance(row, SampleError):
             yield row
             continue
@@ -727,7 +756,10 @@ def load_web_actions(path: Path, image_root: str | None = None) -> Iterator[Samp
                 raise ValueError(f"{where}: field 'action' {action_text!r} is not a web action")
             fmt = str(row.get("bbox_format") or "xyxy")
             normalized = bool(row.get("normalized", False))
-            size = image_size(image, root) if normalized else None
+            try:
+                size = image_size(image, root, inputs) if normalized else None
+            except ValueError as exc:
+                raise ValueError(f"{where}: field 'image': {exc}") from None
             elements = []
             for k, el in enumerate(row.get("elements") or []):
                 if not isinstance(el, dict) or el.get("id") is None:
@@ -751,7 +783,7 @@ def load_web_actions(path: Path, image_root: str | None = None) -> Iterator[Samp
                     "elements": elements, "action_type": gold.kind}
             meta.update({k: v for k, v in row.items() if k in {"site", "task_id", "split"} and _json_safe(v)})
             yield Sample(id=sid, images=[str(image)], question=intent, answer=action_text,
-                         boxes=boxes, task="web_action", metadata=meta, image_root=root)
+                         boxes=boxes, task="web_action", metadata=meta, image_root=root, where=where)
         except ValueError as exc:
             yield SampleError(sid, str(exc))
 

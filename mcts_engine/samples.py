@@ -29,8 +29,10 @@ from typing import Any, Union
 
 from PIL import Image
 
-from .config import IMAGE_FORMATS
+from .config import IMAGE_FORMATS, InputConfig
 from .grounding import Frame, frame_for
+from .input_checks import DEFAULT_INPUTS, confine, decode_json_line, iter_lines, iter_parquet_rows, open_bounded, text_problem
+from .options import split_options
 from .png_writer import encode_png
 
 ImageSource = Union[str, bytes]
@@ -53,6 +55,7 @@ class Sample:
     task: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     image_root: str | None = None
+    where: str = ""  # the row it came from ("file:line", "file row N"): failure reasons name it
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-safe description (image bytes replaced by their hash) for run records."""
@@ -95,21 +98,25 @@ def resolve_image_path(src: str, image_root: str | None) -> Path:
     return p
 
 
-def open_image(src: ImageSource, image_root: str | None = None) -> Image.Image:
-    """Open an image as RGB. Raises ``ValueError`` with a one-line reason on failure."""
-    return open_image_with_format(src, image_root)[0]
+def open_image(src: ImageSource, image_root: str | None = None, inputs: InputConfig | None = None) -> Image.Image:
+    """Open an image as RGB. Raises ``ValueError`` with a one-line reason on failure (also for a path
+    outside ``image_root`` and an image over ``inputs.max_image_pixels``: ``input_checks``)."""
+    return open_image_with_format(src, image_root, inputs)[0]
 
 
-def open_image_with_format(src: ImageSource, image_root: str | None = None) -> tuple[Image.Image, str | None]:
+def open_image_with_format(
+    src: ImageSource, image_root: str | None = None, inputs: InputConfig | None = None
+) -> tuple[Image.Image, str | None]:
     """:func:`open_image`, plus the source's container format as Pillow names it (``"JPEG"``, ``"PNG"``, ...)."""
+    inputs = inputs or DEFAULT_INPUTS
     try:
         if isinstance(src, (bytes, bytearray)):
-            img = Image.open(io.BytesIO(src))
+            img = open_bounded(src, inputs.max_image_pixels, "bytes")
         else:
-            path = resolve_image_path(src, image_root)
+            path = confine(src, image_root, inputs.allow_outside_root)
             if not path.exists():
                 raise ValueError(f"image not found: {path}")
-            img = Image.open(path)
+            img = open_bounded(path, inputs.max_image_pixels, str(src))
         img.load()
     except ValueError:
         raise
@@ -165,10 +172,11 @@ def encode_image(
 
 
 def load_frame(
-    src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str, quality: int = 90
+    src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str, quality: int = 90,
+    inputs: InputConfig | None = None,
 ) -> tuple[EncodedImage, Image.Image]:
     """Read an image and prepare the teacher's frame of it (:func:`encode_image`). ``ValueError`` on bad input."""
-    img, source_format = open_image_with_format(src, image_root)
+    img, source_format = open_image_with_format(src, image_root, inputs)
     return encode_image(img, max_pixels=max_pixels, min_pixels=min_pixels, fmt=fmt, quality=quality, source_format=source_format)
 
 
@@ -204,9 +212,10 @@ class FrameCache:
         return ("path", str(path.resolve()), st.st_size, st.st_mtime_ns)
 
     def get(
-        self, src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str, quality: int = 90
+        self, src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str, quality: int = 90,
+        inputs: InputConfig | None = None,
     ) -> tuple[EncodedImage, Image.Image]:
-        """:func:`load_frame` of ``src``, computed once per source and settings."""
+        """:func:`load_frame` of ``src``, computed once per source and settings (``inputs``: the input rules)."""
         key = (self.source_key(src, image_root), max_pixels, min_pixels, fmt, quality)
         while True:
             with self._lock:
@@ -222,7 +231,7 @@ class FrameCache:
                     break
             waiting.wait()  # another thread prepares it; then look again (it may have failed)
         try:
-            out = load_frame(src, image_root, max_pixels, min_pixels, fmt, quality)
+            out = load_frame(src, image_root, max_pixels, min_pixels, fmt, quality, inputs)
             with self._lock:
                 self._done[key] = out
                 while len(self._done) > self.capacity:
@@ -233,37 +242,18 @@ class FrameCache:
                 self._pending.pop(key).set()
 
 
-def image_hash(src: ImageSource, image_root: str | None = None) -> str:
+def image_hash(src: ImageSource, image_root: str | None = None, inputs: InputConfig | None = None) -> str:
     """Content hash of an image's source bytes (used to split train/val without leakage)."""
     if isinstance(src, (bytes, bytearray)):
         data = bytes(src)
     else:
-        data = resolve_image_path(src, image_root).read_bytes()
+        data = confine(src, image_root, (inputs or DEFAULT_INPUTS).allow_outside_root).read_bytes()
     return hashlib.sha1(data).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
 # Loaders
 # --------------------------------------------------------------------------------------------
-
-_OPTIONS_LINE = re.compile(r"(?:options|choices)\s*:\s*(.+)$", re.I | re.S)
-_LETTERED = re.compile(r"\(([A-Z])\)\s*([^\n(]+)")
-
-
-def split_options(question: str) -> list[str]:
-    """Options embedded in a question ("... Choices: left, right" or "(A) x (B) y"); [] if none."""
-    lettered = _LETTERED.findall(question)
-    if len(lettered) >= 2:
-        return [t.strip().rstrip(",;.").strip() for _, t in lettered]
-    m = _OPTIONS_LINE.search(question)
-    if m:
-        first_line = m.group(1).strip().splitlines()[0]
-        parts = [p.strip().rstrip(".").strip() for p in re.split(r",|;|\bor\b", first_line)]
-        parts = [p for p in parts if p]
-        if len(parts) >= 2:
-            return parts
-    return []
-
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
 
@@ -340,6 +330,7 @@ def _finish(row: dict[str, Any], fields: dict[str, Any], sid: str, where: str, t
         task=task,
         metadata=meta,
         image_root=image_root,
+        where=where,
     )
 
 
@@ -351,30 +342,34 @@ def _json_safe(v: Any) -> bool:
         return False
 
 
-def iter_json_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | SampleError]]:
-    """``(line number, "file:line", row)`` for each non-empty line; a line that is not a JSON object
-    comes as a :class:`SampleError` naming the file and line instead of the row."""
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+def iter_json_rows(
+    path: Path, max_row_bytes: int = DEFAULT_INPUTS.max_row_bytes
+) -> Iterator[tuple[int, str, dict[str, Any] | SampleError]]:
+    """``(line number, "file:line", row)`` for each non-empty line. Each line is read as bytes and
+    decoded on its own: a line that is not UTF-8, not a JSON object or longer than ``max_row_bytes``
+    comes as a :class:`SampleError` naming the file and line, and the lines after it are read as usual."""
+    with path.open("rb") as fh:
+        for lineno, raw in iter_lines(fh, max_row_bytes):
             where = f"{path.name}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield lineno, where, SampleError(f"{path.name}#{lineno}", f"{where}: not valid JSON ({exc.msg})")
+            if raw is None:
+                yield lineno, where, SampleError(f"{path.name}#{lineno}", f"{where}: line is longer than inputs.max_row_bytes {max_row_bytes:,}")
                 continue
-            if not isinstance(row, dict):
-                yield lineno, where, SampleError(f"{path.name}#{lineno}", f"{where}: row is not a JSON object")
+            row = decode_json_line(raw, where)
+            if row is None:
+                continue
+            if isinstance(row, str):
+                yield lineno, where, SampleError(f"{path.name}#{lineno}", row)
                 continue
             yield lineno, where, row
 
 
-def load_jsonl(path: str | Path, image_root: str | None = None, task: str = "") -> Iterator[Sample | SampleError]:
+def load_jsonl(
+    path: str | Path, image_root: str | None = None, task: str = "", inputs: InputConfig | None = None
+) -> Iterator[Sample | SampleError]:
     """ViGoRL or plain JSONL (detected per row by the presence of ``conversations``)."""
     path = Path(path)
     root = image_root if image_root is not None else str(path.parent)
-    for lineno, where, row in iter_json_rows(path):
+    for lineno, where, row in iter_json_rows(path, (inputs or DEFAULT_INPUTS).max_row_bytes):
         if isinstance(row, SampleError):
             yield row
             continue
@@ -436,17 +431,13 @@ def load_table(path: str | Path, image_root: str | None = None, task: str = "") 
             rows_iter = iter([(path.name, ds)])
         for label, d in rows_iter:
             d = d.cast_column("images", _undecoded(d, "images")) if "images" in d.column_names else d
-            yield from _table_rows(label, (d[i] for i in range(len(d))), image_root, task)
+            yield from _table_rows(label, (d[i] for i in range(len(d))), image_root or str(path), task)
         return
-    import pyarrow.parquet as pq
-
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
         raise SampleLoadError(f"{path}: no parquet files found")
     for f in files:
-        pf = pq.ParquetFile(f)
-        rows = (r for batch in pf.iter_batches(batch_size=64) for r in batch.to_pylist())
-        yield from _table_rows(f.name, rows, image_root or str(f.parent), task)
+        yield from _table_rows(f.name, iter_parquet_rows(f), image_root or str(f.parent), task)
 
 
 def _undecoded(d: Any, column: str) -> Any:
@@ -464,8 +455,14 @@ def _undecoded(d: Any, column: str) -> Any:
     return feat
 
 
-def _table_rows(label: str, rows: Iterator[dict[str, Any]], image_root: str | None, task: str) -> Iterator[Sample | SampleError]:
+def _table_rows(
+    label: str, rows: Iterator[dict[str, Any] | tuple[int, str]], image_root: str | None, task: str
+) -> Iterator[Sample | SampleError]:
+    """Table rows → samples; a row the reader could not read (``(index, reason)``) is a failure."""
     for i, row in enumerate(rows):
+        if isinstance(row, tuple):
+            yield SampleError(f"{Path(label).stem}-{row[0]}", row[1])
+            continue
         where = f"{label} row {i}"
         sid = str(row.get("id") if row.get("id") is not None else f"{Path(label).stem}-{i}")
         try:
@@ -476,24 +473,48 @@ def _table_rows(label: str, rows: Iterator[dict[str, Any]], image_root: str | No
             yield SampleError(sid, str(exc))
 
 
-def load_samples(path: str | Path, image_root: str | None = None, task: str = "") -> Iterator[Sample | SampleError]:
-    """Dispatch on the input's shape: ``.jsonl``/``.json`` lines, ``.parquet``, or a directory."""
+def load_samples(
+    path: str | Path, image_root: str | None = None, task: str = "", inputs: InputConfig | None = None
+) -> Iterator[Sample | SampleError]:
+    """Dispatch on the input's shape: ``.jsonl``/``.json`` lines, ``.parquet``, or a directory. Every
+    sample then passes :func:`vetted` (``inputs``: the bounds and the image-root rule)."""
+    inputs = inputs or DEFAULT_INPUTS
     p = Path(path)
     if not p.exists():
         raise SampleLoadError(f"{p}: no such file or directory")
     from .loaders import load_benchmark  # benchmark layouts (BLINK, V*, ScreenSpot, OS-ATLAS, web actions, SAT)
 
-    bench = load_benchmark(p, image_root, task)
+    bench = load_benchmark(p, image_root, task, inputs)
     if bench is not None:
-        return bench
+        return vetted(bench, inputs)
     if p.is_file() and p.suffix in {".jsonl", ".json"}:
-        return load_jsonl(p, image_root, task)
+        return vetted(load_jsonl(p, image_root, task, inputs), inputs)
     if p.is_dir() and not any(p.glob("*.parquet")) and any(p.glob("*.jsonl")):
         jsonls = sorted(p.glob("*.jsonl"))
-        return (s for f in jsonls for s in load_jsonl(f, image_root, task))
+        return vetted((s for f in jsonls for s in load_jsonl(f, image_root, task, inputs)), inputs)
     if p.suffix == ".parquet" or p.is_dir():
-        return load_table(p, image_root, task)
+        return vetted(load_table(p, image_root, task), inputs)
     raise SampleLoadError(f"{p}: unsupported input (expected .jsonl, .parquet or a dataset directory)")
+
+
+def vetted(items: Iterator[Sample | SampleError], inputs: InputConfig) -> Iterator[Sample | SampleError]:
+    """``items`` with each sample checked against ``inputs``: text fields within their bounds and every
+    image path inside the sample's image root (unless ``allow_outside_root``). A sample that breaks a
+    rule becomes a :class:`SampleError` naming its row and field."""
+    for item in items:
+        if isinstance(item, Sample):
+            why = text_problem(item.question, item.answer, item.choices, inputs)
+            paths = [(i, src) for i, src in enumerate(item.images) if isinstance(src, str)]
+            for i, src in paths if why is None else ():
+                try:
+                    confine(src, item.image_root if item.image_root is not None else ".", inputs.allow_outside_root)
+                except ValueError as exc:
+                    why = f"field '{'image' if len(item.images) == 1 else f'images[{i}]'}': {exc}"
+                    break
+            if why is not None:
+                yield SampleError(item.id, f"{item.where or item.id}: {why}")
+                continue
+        yield item
 
 
 def unique_samples(items: Iterator[Sample | SampleError], limit: int | None = None) -> Iterator[Sample | SampleError]:

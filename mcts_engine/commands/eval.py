@@ -123,9 +123,11 @@ def run_eval(
     progress: bool = True,
     multiturn: Any = None,
     max_turns: int = 6,
+    inputs: Any = None,
 ) -> tuple[Any, Path]:
     """Run (or resume) an eval into ``out``; returns ``(Summary, out)``.
 
+    ``inputs``: an ``InputConfig`` (the image-root rule and the input bounds; default: its defaults).
     ``multiturn``: a ``MultiTurnConfig``; when enabled, each sample is a turn-loop episode of at most ``max_turns``
     turns (see the module docstring), its crops saved under ``out/images``.
 
@@ -174,7 +176,8 @@ def run_eval(
 
     def prepare(sample: Any) -> tuple[Any, list[tuple[int, Any]], list[dict[str, Any]]]:
         task.check_sample(sample)
-        pairs = [frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality) for src in sample.images]
+        pairs = [frames.get(src, sample.image_root, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality, inputs)
+                 for src in sample.images]
         encoded = tuple(enc for enc, _ in pairs)
         frame = encoded[0].frame
         contexts = []
@@ -275,7 +278,8 @@ def run_eval(
         stop = asyncio.Event()
         try:
             await teacher.check()
-            await run_bounded(unique_samples(load_samples(Path(data), image_root, task_name), limit), work, max(4, 2 * t.concurrency), stop)
+            items = load_samples(Path(data), image_root, task_name, inputs)
+            await run_bounded(unique_samples(items, limit), work, max(4, 2 * t.concurrency), stop)
         finally:
             if own:
                 await teacher.aclose()
@@ -316,7 +320,8 @@ def _teacher_label(desc: dict[str, Any]) -> str:
 def eval(  # noqa: A001 - the command's name
     task: str | None = typer.Option(None, help="Task: sat2, blink, vstar, screenspot, osatlas, web_action (default: the recipe's task, else sat2)."),
     data: Path | None = typer.Option(None, help="Benchmark data (its own layout, or JSONL/parquet). Default: bundled data/<task>_sample."),
-    image_root: Path | None = typer.Option(None, help="Directory that relative image paths are resolved against."),
+    image_root: Path | None = typer.Option(None, help="Directory that relative image paths are resolved against (default: the data file's directory); images must stay inside it."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Accept image paths that resolve outside the image root; see docs/input-data.md."),
     teacher: str | None = typer.Option(None, help="openai | sim | vllm. Default: openai when --base-url/--model is given or --data is, else sim."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible server URL(s) of the model under test (e.g. a `vllm serve`d student)."),
     model: str | None = typer.Option(None, help="Served model name."),
@@ -363,7 +368,7 @@ def eval(  # noqa: A001 - the command's name
     try:
         rec = load_recipe(recipe, task)
         cfg = build_run_config(
-            rec, set_, task=task, seed=seed,
+            rec, set_, task=task, seed=seed, limit=limit, inputs__allow_outside_root=True if allow_outside_root else None,
             teacher__kind=kind, teacher__base_url=base_url, teacher__model=model, teacher__concurrency=concurrency,
             teacher__max_tokens=max_tokens, teacher__max_pixels=max_pixels,
             teacher__temperature=temperature if temperature is not None else (0.0 if samples_per_item == 1 else None),
@@ -395,7 +400,7 @@ def eval(  # noqa: A001 - the command's name
             task, data_path, cfg.teacher, out_dir, image_root=str(image_root) if image_root else None,
             samples_per_item=samples_per_item, circular=circular, format_check=format_check, limit=limit, seed=seed,
             task_options=cfg.task_options, force=force, progress=progress,
-            multiturn=cfg.multiturn if mt else None, max_turns=turns,
+            multiturn=cfg.multiturn if mt else None, max_turns=turns, inputs=cfg.inputs,
         )
     except (TeacherUnavailable, RunError, SampleLoadError, Aborted, ConfigError) as exc:
         fail(str(exc))

@@ -32,7 +32,11 @@ def export(
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Take the export: section from this recipe YAML."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set export.max_correct_per_sample=8."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Where relative image paths resolve."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Export only the first N trees."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Export only the first N trees (N ≥ 1)."),
+    allow_outside_root: bool = typer.Option(
+        False, "--allow-outside-root",
+        help="Read source images outside their image root (rescale_to_original, runs without cached frames); see docs/input-data.md.",
+    ),
     mode: str = typer.Option(
         "auto", "--mode",
         help="auto (multi-turn rows when the run is multi-turn) | multiturn (insist on it) | single (single-turn chains).",
@@ -48,6 +52,10 @@ def export(
         fail(f"--flavor {flavor!r}: expected one of {', '.join(FLAVORS)}")
     if mode not in MODES:
         fail(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    if limit is not None and limit < 1:
+        fail(f"--limit: {limit} is out of range (allowed: ≥ 1)")
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {out}: is an existing file, not a directory (export writes a directory of files)")
     kinds = [k.strip() for k in kind.split(",") if k.strip()]
     try:
         store = RunStore.open_existing(run)
@@ -61,9 +69,12 @@ def export(
         result = export_run(
             run, out_dir, kinds=kinds, cfg=cfg, fmt=format, flavor=flavor,
             image_root=str(image_root) if image_root else None, limit=limit, task_options=task_options, mode=mode,
+            allow_outside_root=allow_outside_root,
         )
     except (RunError, ExportError, ConfigError, ValueError) as exc:
         fail(str(exc).splitlines()[0])
+    except OSError as exc:  # the output directory cannot be made or written (a file in its path, no space, ...)
+        fail(f"cannot write {exc.filename or out or run}: {exc.strerror or exc}")
     if not quiet:
         if result.mode == "multiturn":
             mt = result.multiturn or {}

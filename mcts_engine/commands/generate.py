@@ -12,7 +12,8 @@ from . import fail
 def generate(
     task: str | None = typer.Option(None, help="Task name (default: the recipe's `task`, else sat2)."),
     data: Path | None = typer.Option(None, help="Samples: .jsonl (ViGoRL or plain), .parquet, or a datasets dir. Default: bundled data/<task>_sample."),
-    image_root: Path | None = typer.Option(None, help="Directory that relative image paths are resolved against (default: the data file's directory)."),
+    image_root: Path | None = typer.Option(None, help="Directory that relative image paths are resolved against (default: the data file's directory); images must stay inside it."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Accept image paths that resolve outside the image root (absolute paths, ../, symlinks out); see docs/input-data.md."),
     teacher: str | None = typer.Option(None, help="openai | sim | vllm. Default: sim on bundled data, openai otherwise."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible server URL(s), comma-separated (e.g. http://localhost:8000/v1)."),
     model: str | None = typer.Option(None, help="Served model name."),
@@ -53,6 +54,7 @@ def generate(
             teacher__base_url=base_url,
             teacher__model=model,
             teacher__concurrency=concurrency,
+            inputs__allow_outside_root=True if allow_outside_root else None,
         )
     except (ConfigError, ValueError) as exc:
         fail(str(exc))

@@ -57,9 +57,11 @@ from typing import Any
 
 from PIL import Image
 
+from ..config import InputConfig
 from ..grounding import IMAGE_MARKER, Frame, check_chain, extract_answer, frame_for
+from ..input_checks import DEFAULT_INPUTS, confine, open_bounded
 from ..png_writer import encode_png
-from ..samples import Sample, resolve_image_path
+from ..samples import Sample
 from ..search.tree import Tree
 from ..store import RunStore
 from .linearize import Chain, ExportConfig, Linearizer, MultiTurnChain, Pair, PrmRow
@@ -128,14 +130,36 @@ def image_root_for(record: dict[str, Any], run_config: dict[str, Any], override:
     return None
 
 
-def read_source(src: str, image_root: str | None) -> bytes:
-    """The source bytes of one recorded sample image (a path). Raises ``ValueError`` (one line)."""
+def run_inputs(run_config: dict[str, Any], allow_outside_root: bool = False) -> InputConfig:
+    """The input rules a run was generated under (``config.inputs``; defaults for older runs), with
+    ``allow_outside_root`` also turned on by the caller's own flag."""
+    from ..config import ConfigError, from_dict
+
+    cfg = run_config.get("config", run_config) if isinstance(run_config, dict) else {}
+    try:
+        inputs = from_dict(InputConfig, cfg.get("inputs") if isinstance(cfg.get("inputs"), dict) else None, "config.inputs")
+    except ConfigError:
+        inputs = InputConfig()
+    if allow_outside_root:
+        inputs.allow_outside_root = True
+    return inputs
+
+
+def run_file(run_dir: Path, name: str) -> Path:
+    """A file a tree record names (``images/<key>.png``): inside the run directory, or ``ValueError``."""
+    return confine(name, run_dir, what="run directory")
+
+
+def read_source(src: str, image_root: str | None, inputs: InputConfig | None = None) -> bytes:
+    """The source bytes of one recorded sample image (a path). Raises ``ValueError`` (one line), also for
+    a path that resolves outside the image root (the rule generate applied; ``inputs.allow_outside_root``)."""
     if src.startswith("bytes:"):
         raise ValueError(
             f"image came as embedded bytes (bytes:{src[6:18]}…) and this tree has no copy in the run's "
             "image cache (RUN/images/); re-run generate with this version, or use path-based samples"
         )
-    path = resolve_image_path(src, image_root)
+    inputs = inputs or DEFAULT_INPUTS
+    path = confine(src, image_root if image_root is not None else ".", inputs.allow_outside_root)
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -149,7 +173,7 @@ def cached_images(tree: Tree, run_dir: Path) -> list[tuple[bytes, dict[str, Any]
     ``{"key", "file" (relative to the run dir), "width", "height", "mime"}``). Raises ``ValueError``."""
     out = []
     for rec in tree.images:
-        path = run_dir / str(rec.get("file", ""))
+        path = run_file(run_dir, str(rec.get("file", "")))
         try:
             out.append((path.read_bytes(), rec))
         except OSError:
@@ -157,7 +181,7 @@ def cached_images(tree: Tree, run_dir: Path) -> list[tuple[bytes, dict[str, Any]
     return out
 
 
-def image_keys(tree: Tree, image_root: str | None) -> list[str]:
+def image_keys(tree: Tree, image_root: str | None, inputs: InputConfig | None = None) -> list[str]:
     """Split keys of a sample's images: content hashes. The cached frame image's key when the run has
     the cache (same source → same key within a run; no file is read), else the sha1 of the source
     bytes (``samples.image_hash`` semantics; a ``bytes:<sha1>`` record already carries it)."""
@@ -166,15 +190,17 @@ def image_keys(tree: Tree, image_root: str | None) -> list[str]:
     keys = []
     for src in tree.sample.get("images") or []:
         src = str(src)
-        keys.append(src[len("bytes:") :] if src.startswith("bytes:") else hashlib.sha1(read_source(src, image_root)).hexdigest())
+        keys.append(src[len("bytes:") :] if src.startswith("bytes:") else hashlib.sha1(read_source(src, image_root, inputs)).hexdigest())
     return keys
 
 
-def _open(data: bytes, where: str) -> Image.Image:
+def _open(data: bytes, where: str, max_pixels: int = DEFAULT_INPUTS.max_image_pixels) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(data))
+        img = open_bounded(data, max_pixels, where)
         img.load()
         return img
+    except ValueError:
+        raise
     except Exception as exc:  # PIL raises many types for corrupt data
         raise ValueError(f"cannot decode image {where}: {type(exc).__name__}") from None
 
@@ -187,19 +213,22 @@ def encode(img: Image.Image, fmt: str, quality: int) -> ImageBlob:
     return blob_of(encode_png(img), img.width, img.height, "png")
 
 
-def _fit(data: bytes, where: str, target: tuple[int, int], fmt: str, quality: int) -> ImageBlob:
+def _fit(data: bytes, where: str, target: tuple[int, int], fmt: str, quality: int,
+         max_pixels: int = DEFAULT_INPUTS.max_image_pixels) -> ImageBlob:
     """``data`` as a stored image of size ``target``: copied byte for byte when it already has that
     size and is an RGB PNG/JPEG in the wanted format (only the header is read), else decoded, resized
     (bicubic, as the teacher's encoder) and encoded (``auto``: JPEG stays JPEG, anything else PNG)."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = open_bounded(data, max_pixels, where)
+    except ValueError:
+        raise
     except Exception:  # PIL raises many types for corrupt data
         raise ValueError(f"cannot decode image {where}") from None
     src_fmt = "jpeg" if img.format == "JPEG" else ("png" if img.format == "PNG" else None)
     want = (src_fmt or "png") if fmt == "auto" else fmt
     if target == img.size and img.mode == "RGB" and src_fmt == want:
         return blob_of(data, img.width, img.height, "jpg" if want == "jpeg" else "png")
-    rgb = _open(data, where).convert("RGB")
+    rgb = _open(data, where, max_pixels).convert("RGB")
     if target != rgb.size:
         rgb = rgb.resize(target, Image.BICUBIC)
     return encode(rgb, want, quality)
@@ -215,13 +244,17 @@ def sample_images(
     quality: int = 95,
     max_pixels: int = _DEFAULT_MAX_PIXELS,
     min_pixels: int = _DEFAULT_MIN_PIXELS,
+    inputs: InputConfig | None = None,
 ) -> list[ImageBlob]:
     """The images of a sample as stored in rows. Raises ``ValueError`` with a one-line reason.
 
     In the teacher's frame (default): the run's cached frame images when the tree has them (exactly
     the pixels the teacher saw), else the source images resized — the first to ``tree.frame``, further
     ones to their own Qwen frame under the run's ``max_pixels``. With ``rescale_to_original``: the
-    source images at their own size (a ``bytes:`` source is not in the run, so such a sample fails)."""
+    source images at their own size (a ``bytes:`` source is not in the run, so such a sample fails).
+    Files are read only inside the run directory (cache) or, for sources, inside the image root
+    (``inputs``: the run's input rules, :func:`run_inputs`); decoded sizes are bounded the same way."""
+    inputs = inputs or DEFAULT_INPUTS
     frame = tree.frame
     if tree.images and not rescale_to_original and run_dir is not None:
         out = []
@@ -229,7 +262,7 @@ def sample_images(
             size = (int(rec.get("width", 0)), int(rec.get("height", 0)))
             if i == 0 and size != (frame.width, frame.height):
                 raise ValueError(f"cached image {rec.get('file')} is {size[0]}x{size[1]}, the tree's frame {frame.width}x{frame.height}")
-            out.append(_fit(data, str(rec.get("file")), size, fmt, quality))
+            out.append(_fit(data, str(rec.get("file")), size, fmt, quality, inputs.max_image_pixels))
         return out
     srcs = tree.sample.get("images") or []
     if not srcs:
@@ -237,9 +270,11 @@ def sample_images(
     out = []
     for i, src in enumerate(srcs):
         src = str(src)
-        data = read_source(src, image_root)
+        data = read_source(src, image_root, inputs)
         try:
-            w, h = Image.open(io.BytesIO(data)).size
+            w, h = open_bounded(data, inputs.max_image_pixels, src).size
+        except ValueError:
+            raise
         except Exception:  # PIL raises many types for corrupt data
             raise ValueError(f"cannot decode image {src}") from None
         if i == 0:
@@ -252,18 +287,19 @@ def sample_images(
         else:
             f = frame_for(w, h, max_pixels=max_pixels, min_pixels=min_pixels)
             target = (f.width, f.height)
-        out.append(_fit(data, src, (w, h) if rescale_to_original else target, fmt, quality))
+        out.append(_fit(data, src, (w, h) if rescale_to_original else target, fmt, quality, inputs.max_image_pixels))
     return out
 
 
-def frame_image(tree: Tree, image_root: str | None, run_dir: Path) -> Image.Image:
+def frame_image(tree: Tree, image_root: str | None, run_dir: Path, inputs: InputConfig | None = None) -> Image.Image:
     """The sample's first image in the teacher's frame, as a PIL image (for the report)."""
+    inputs = inputs or DEFAULT_INPUTS
     if tree.images:
         data, rec = cached_images(tree, run_dir)[0]
-        img = _open(data, str(rec.get("file"))).convert("RGB")
+        img = _open(data, str(rec.get("file")), inputs.max_image_pixels).convert("RGB")
     else:
         src = str((tree.sample.get("images") or [""])[0])
-        img = _open(read_source(src, image_root), src).convert("RGB")
+        img = _open(read_source(src, image_root, inputs), src, inputs.max_image_pixels).convert("RGB")
     size = (tree.frame.width, tree.frame.height)
     return img if img.size == size else img.resize(size, Image.BICUBIC)
 
@@ -861,17 +897,17 @@ def resolve_export_config(
     """The export knobs and task options, lowest precedence first: ``recipes/<task>.yaml`` ``export:``
     ← the run's resolved config (config.json) ← ``--recipe FILE`` ← ``--set export.KEY=V`` /
     ``--set task_options.KEY=V`` ← explicit flags. Raises ``ConfigError`` naming the key."""
-    from ..config import ConfigError, apply_overrides, from_dict, load_recipe
+    from ..config import ConfigError, apply_overrides, from_dict, load_recipe, section
 
     cfg = run_config.get("config", {}) if isinstance(run_config, dict) else {}
     task = str(cfg.get("task") or "sat2")
-    base = dict(load_recipe(None, task).get("export") or {})
-    base.update(cfg.get("export") or {})
-    options = dict(cfg.get("task_options") or {})
+    base = dict(section(load_recipe(None, task), "export", f"recipe {task}"))
+    base.update(section(cfg, "export", "config.json"))
+    options = dict(section(cfg, "task_options", "config.json"))
     if recipe:
         rec = load_recipe(recipe, task)
-        base.update(rec.get("export") or {})
-        options.update(rec.get("task_options") or {})
+        base.update(section(rec, "export", f"recipe {recipe}"))
+        options.update(section(rec, "task_options", f"recipe {recipe}"))
     data = {"export": base, "task_options": options}
     for o in overrides or []:
         if not o.split("=", 1)[0].strip().startswith(("export.", "task_options.")):
@@ -912,8 +948,13 @@ def export_run(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     mode: str = "auto",
+    allow_outside_root: bool = False,
 ) -> ExportResult:
     """Export the trees of run directory ``run`` to ``out``. See the module docstring.
+
+    Files a tree names are read inside the run directory only; source images (a tree without cached
+    frames, or ``rescale_to_original``) inside their image root, under the run's input rules
+    (``config.inputs``; ``allow_outside_root`` also allows paths outside it).
 
     Linearization runs in order on the calling thread; image loading/resizing/encoding for the next
     few samples runs on ``workers`` threads (default: CPU count, at most 8); rows are written in
@@ -934,6 +975,7 @@ def export_run(
     _check_kinds(kinds, flavor, mt, cfg)
     mt_settings = multiturn_settings(config) if mt else None
     run_options, max_px, min_px = _run_settings(config)
+    inputs = run_inputs(config, allow_outside_root)
     options = run_options if task_options is None else task_options
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -946,7 +988,7 @@ def export_run(
     unreadable: dict[str, str] = {}
     for tree in _trees(store, result, limit, record=True):
         try:
-            keys[tree.sample_id] = image_keys(tree, image_root_for(tree.sample, config, image_root))
+            keys[tree.sample_id] = image_keys(tree, image_root_for(tree.sample, config, image_root), inputs)
         except ValueError as exc:
             unreadable[tree.sample_id] = str(exc)
     splits = assign_splits(keys, cfg.val_fraction, cfg.seed)
@@ -971,13 +1013,13 @@ def export_run(
         blobs = sample_images(
             tree, image_root_for(tree.sample, config, image_root), run_dir=run_dir,
             rescale_to_original=cfg.rescale_to_original, fmt=cfg.image_format, quality=cfg.jpeg_quality,
-            max_pixels=max_px, min_pixels=min_px,
+            max_pixels=max_px, min_pixels=min_px, inputs=inputs,
         )
         truth = tree.truth
         if cfg.rescale_to_original:
             f = tree.frame
             truth = task.ground_truth(sample, Frame(f.orig_width, f.orig_height, f.orig_width, f.orig_height))
-        crops = crop_images(wanted.get("sft", []), run_dir, cfg.image_format, cfg.jpeg_quality) if mt else {}
+        crops = crop_images(wanted.get("sft", []), run_dir, cfg.image_format, cfg.jpeg_quality, inputs.max_image_pixels) if mt else {}
         return blobs, truth, crops
 
     def emit(tree: Tree, lin: Linearizer, sample: Sample, task: Any, wanted: dict[str, list[Any]], fut: Any) -> None:
@@ -1092,7 +1134,8 @@ def _check_kinds(kinds: list[str], flavor: str, multiturn: bool, cfg: ExportConf
         )
 
 
-def crop_images(chains: list[MultiTurnChain], run_dir: Path, fmt: str, quality: int) -> dict[str, ImageBlob]:
+def crop_images(chains: list[MultiTurnChain], run_dir: Path, fmt: str, quality: int,
+                max_pixels: int = DEFAULT_INPUTS.max_image_pixels) -> dict[str, ImageBlob]:
     """The crops the chains show, from the run's image directory (``observation.image.file``, relative
     to the run dir): copied byte for byte unless ``image_format`` asks for another encoding. Raises
     ``ValueError`` (one line) for a missing or unreadable crop."""
@@ -1103,16 +1146,18 @@ def crop_images(chains: list[MultiTurnChain], run_dir: Path, fmt: str, quality: 
             name = str(rec["file"])
             if name in out:
                 continue
-            path = run_dir / name
+            path = run_file(run_dir, name)
             try:
                 data = path.read_bytes()
             except OSError:
                 raise ValueError(f"crop image missing: {path}") from None
             try:
-                size = Image.open(io.BytesIO(data)).size
+                size = open_bounded(data, max_pixels, name).size
+            except ValueError:
+                raise
             except Exception:  # PIL raises many types for corrupt data
                 raise ValueError(f"cannot decode crop image {path}") from None
-            out[name] = _fit(data, name, size, fmt, quality)
+            out[name] = _fit(data, name, size, fmt, quality, max_pixels)
     return out
 
 

@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..grounding import Point, format_chain
 from ..search.tree import Node, Tree
 from ..store import RunStore
-from .formats import frame_image, image_root_for, sample_from_record
+from .formats import frame_image, image_root_for, run_file, run_inputs, sample_from_record
 from .linearize import ExportConfig, Linearizer, PathInfo
 
 MARK = (230, 30, 30)  # point marker colour (tests look for it)
@@ -242,7 +242,7 @@ def _sample_html(tree: Tree, lin: Linearizer, task: Any, config: dict[str, Any],
     points = [s.frame_point for s in shown.steps] if shown else []
     # image
     try:
-        img = frame_image(tree, image_root_for(tree.sample, config, image_root), run_dir)
+        img = frame_image(tree, image_root_for(tree.sample, config, image_root), run_dir, run_inputs(config))
         boxes = []
         try:
             boxes = [b["bbox"] for b in task.hint_boxes(sample_from_record(tree.sample), tree.frame)] if task else []
@@ -295,7 +295,7 @@ def _sample_html(tree: Tree, lin: Linearizer, task: Any, config: dict[str, Any],
 def _turns_html(tree: Tree, turns: list[Node], leaf: Node, image_root: str | None, config: dict[str, Any], run_dir: Path) -> str:
     """Multi-turn: each zoom turn as [full frame with its point and crop region] [the crop] [the turn's text]."""
     try:
-        full: Image.Image | None = frame_image(tree, image_root_for(tree.sample, config, image_root), run_dir)
+        full: Image.Image | None = frame_image(tree, image_root_for(tree.sample, config, image_root), run_dir, run_inputs(config))
     except Exception:
         full = None
     rows = []
@@ -310,7 +310,7 @@ def _turns_html(tree: Tree, turns: list[Node], leaf: Node, image_root: str | Non
             left = "<p class=bad>image unavailable</p>"
         rec = obs.get("image") or {}
         try:
-            with Image.open(run_dir / str(rec.get("file", ""))) as im:
+            with Image.open(run_file(run_dir, str(rec.get("file", "")))) as im:
                 crop = im.convert("RGB")
             right = (f"<figure><img class=crop alt='turn {i}: crop' src='{data_uri(crop, max_side=TURN_MAX)}'>"
                      f"<figcaption>crop {crop.width}×{crop.height} ({_e(rec.get('file', ''))})</figcaption></figure>")
