@@ -88,6 +88,22 @@ def text_problem(question: str, answer: str, choices: list[str], limits: InputCo
     return None
 
 
+def sample_problem(sample: Any, limits: InputConfig) -> str | None:
+    """Why a loaded ``Sample`` breaks the input rules (text bounds, then each image path inside the
+    sample's image root unless ``allow_outside_root``), naming the field; None when it is fine."""
+    why = text_problem(sample.question, sample.answer, sample.choices, limits)
+    if why is not None:
+        return why
+    root = sample.image_root if sample.image_root is not None else "."
+    for i, src in enumerate(sample.images):
+        if isinstance(src, str):
+            try:
+                confine(src, root, limits.allow_outside_root)
+            except ValueError as exc:
+                return f"field '{'image' if len(sample.images) == 1 else f'images[{i}]'}': {exc}"
+    return None
+
+
 def iter_lines(fh: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
     """``(line number, raw bytes)`` for each line of a binary file; ``None`` for a line longer than
     ``max_bytes`` (read past in chunks, never held whole)."""
@@ -157,5 +173,5 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-__all__ = ["confine", "open_bounded", "text_problem", "iter_lines", "decode_json_line", "iter_parquet_rows",
+__all__ = ["confine", "open_bounded", "text_problem", "sample_problem", "iter_lines", "decode_json_line", "iter_parquet_rows",
            "DEFAULT_INPUTS", "ALLOW_HINT"]

@@ -133,6 +133,14 @@ def image_size(src: ImageSource, image_root: str | None, inputs: InputConfig | N
         raise ValueError(f"cannot read image {src if isinstance(src, str) else 'bytes'}: {type(exc).__name__}") from None
 
 
+def _row_image_size(src: str, root: str, inputs: InputConfig | None, where: str, field: str) -> tuple[int, int]:
+    """:func:`image_size` of a row's image; its one-line error names the row and field."""
+    try:
+        return image_size(src, root, inputs)
+    except ValueError as exc:
+        raise ValueError(f"{where}: field '{field}': {exc}") from None
+
+
 # --------------------------------------------------------------------------------------------
 # Multi-image items → one side-by-side image
 # --------------------------------------------------------------------------------------------
@@ -624,10 +632,7 @@ def _grounding_sample(
     if not instruction or not str(instruction).strip():
         raise ValueError(f"{where}: field 'instruction' is missing")
     if normalized and size is None:
-        try:
-            size = image_size(image, root, inputs)
-        except ValueError as exc:
-            raise ValueError(f"{where}: field 'img_filename': {exc}") from None
+        size = _row_image_size(image, root, inputs, where, "img_filename")
     try:
         box = to_xyxy(bbox, fmt=fmt, normalized=normalized, size=size)
     except ValueError as exc:
@@ -716,10 +721,7 @@ def load_osatlas(files: list[Path], image_root: str | None = None,
                         raise ValueError(f"{w}: element is not a JSON object")
                     normalized = bool(el.get("normalized", row.get("normalized", True)))
                     if normalized and size is None:
-                        try:
-                            size = image_size(image, root, inputs) if image else None
-                        except ValueError as exc:
-                            raise ValueError(f"{w}: field 'img_filename': {exc}") from None
+                        size = _row_image_size(image, root, inputs, w, "img_filename") if image else None
                     meta = {"benchmark": "osatlas", "file": f.name, "platform": str(row.get("platform") or f.stem)}
                     yield _grounding_sample(sid, image, el.get("instruction") or "", el.get("bbox"), "xyxy", normalized,
                                             root, meta, "osatlas", w, size=size, inputs=inputs)
@@ -756,10 +758,7 @@ def load_web_actions(path: Path, image_root: str | None = None, inputs: InputCon
                 raise ValueError(f"{where}: field 'action' {action_text!r} is not a web action")
             fmt = str(row.get("bbox_format") or "xyxy")
             normalized = bool(row.get("normalized", False))
-            try:
-                size = image_size(image, root, inputs) if normalized else None
-            except ValueError as exc:
-                raise ValueError(f"{where}: field 'image': {exc}") from None
+            size = _row_image_size(str(image), root, inputs, where, "image") if normalized else None
             elements = []
             for k, el in enumerate(row.get("elements") or []):
                 if not isinstance(el, dict) or el.get("id") is None:

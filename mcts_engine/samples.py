@@ -31,7 +31,7 @@ from PIL import Image
 
 from .config import IMAGE_FORMATS, InputConfig
 from .grounding import Frame, frame_for
-from .input_checks import DEFAULT_INPUTS, confine, decode_json_line, iter_lines, iter_parquet_rows, open_bounded, text_problem
+from .input_checks import DEFAULT_INPUTS, confine, decode_json_line, iter_lines, iter_parquet_rows, open_bounded, sample_problem
 from .options import split_options
 from .png_writer import encode_png
 
@@ -502,19 +502,8 @@ def vetted(items: Iterator[Sample | SampleError], inputs: InputConfig) -> Iterat
     image path inside the sample's image root (unless ``allow_outside_root``). A sample that breaks a
     rule becomes a :class:`SampleError` naming its row and field."""
     for item in items:
-        if isinstance(item, Sample):
-            why = text_problem(item.question, item.answer, item.choices, inputs)
-            paths = [(i, src) for i, src in enumerate(item.images) if isinstance(src, str)]
-            for i, src in paths if why is None else ():
-                try:
-                    confine(src, item.image_root if item.image_root is not None else ".", inputs.allow_outside_root)
-                except ValueError as exc:
-                    why = f"field '{'image' if len(item.images) == 1 else f'images[{i}]'}': {exc}"
-                    break
-            if why is not None:
-                yield SampleError(item.id, f"{item.where or item.id}: {why}")
-                continue
-        yield item
+        why = sample_problem(item, inputs) if isinstance(item, Sample) else None
+        yield item if why is None else SampleError(item.id, f"{item.where or item.id}: {why}")
 
 
 def unique_samples(items: Iterator[Sample | SampleError], limit: int | None = None) -> Iterator[Sample | SampleError]:
