@@ -366,3 +366,28 @@ def test_ranges_table() -> None:
         with pytest.raises(ConfigError) as exc:
             build_run_config({}, [bad])
         assert str(exc.value).startswith(msg), (bad, str(exc.value))
+
+
+def test_report_shows_an_escaping_image_file_as_unavailable(tmp_path: Path) -> None:
+    from mcts_engine.export.report import build_report
+
+    data = tmp_path / "data"
+    src = make_image(data / "img0.png")
+    t = rich_tree("s0", "img0.png")
+    add_cache(t, tmp_path / "run", src)
+    t.images[0]["file"] = "../../etc/passwd"
+    run = make_run(tmp_path, [t], data=str(data / "samples.jsonl"))
+    res = build_report(run)
+    page = Path(res.path).read_text()
+    assert "image unavailable: path &#x27;../../etc/passwd&#x27; resolves outside the run directory" in page
+
+
+def test_eval_takes_the_allow_outside_root_flag(escaping_data: Path, tmp_path: Path) -> None:
+    base = ["eval", "--no-progress", "--task", "sat2", "--teacher", "sim", "--data", str(escaping_data)]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "strict")])
+    assert res.exit_code == 0, res.output
+    fails = [json.loads(line)["id"] for line in (tmp_path / "strict" / "failures.jsonl").read_text().splitlines()]
+    assert sorted(fails) == ["absolute", "dotdot", "symlink"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "allowed"), "--allow-outside-root"])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "allowed" / "failures.jsonl").exists() or not (tmp_path / "allowed" / "failures.jsonl").read_text().strip()

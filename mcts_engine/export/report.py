@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..grounding import Point, format_chain
 from ..search.tree import Node, Tree
 from ..store import RunStore
+from ..input_checks import open_bounded
 from .formats import frame_image, image_root_for, run_file, run_inputs, sample_from_record
 from .linearize import ExportConfig, Linearizer, PathInfo
 
@@ -310,7 +311,8 @@ def _turns_html(tree: Tree, turns: list[Node], leaf: Node, image_root: str | Non
             left = "<p class=bad>image unavailable</p>"
         rec = obs.get("image") or {}
         try:
-            with Image.open(run_file(run_dir, str(rec.get("file", "")))) as im:
+            name = str(rec.get("file", ""))
+            with open_bounded(run_file(run_dir, name), run_inputs(config).max_image_pixels, name) as im:
                 crop = im.convert("RGB")
             right = (f"<figure><img class=crop alt='turn {i}: crop' src='{data_uri(crop, max_side=TURN_MAX)}'>"
                      f"<figcaption>crop {crop.width}×{crop.height} ({_e(rec.get('file', ''))})</figcaption></figure>")
