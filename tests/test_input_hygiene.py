@@ -267,6 +267,20 @@ def test_unreadable_parquet_file_is_a_failure_and_the_other_files_load(tmp_path:
     assert err.reason.startswith("b.parquet row 0: this row and the rest of the file cannot be read (")
 
 
+def test_parquet_row_with_bad_utf8_fails_alone(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    make_image(tmp_path / "a.png")
+    question = pa.array([b"Left or right?", b"caf\xe9 left or right?", b"Left or right?"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"id": ["p0", "p1", "p2"], "images": [["a.png"]] * 3, "question": question,
+                             "answers": [["left", "right"]] * 3, "correct_answer": ["left"] * 3}), tmp_path / "u.parquet")
+    items = list(load_samples(tmp_path / "u.parquet"))
+    assert [i.id for i in items if isinstance(i, Sample)] == ["p0", "p2"]
+    (err,) = [i for i in items if isinstance(i, SampleError)]
+    assert err.id == "u-1" and err.reason.startswith("u.parquet row 1: cannot be read (UnicodeDecodeError")
+
+
 # --------------------------------------------------------------------------------------------
 # Export reads only inside the run directory (and sources inside their image root)
 # --------------------------------------------------------------------------------------------
