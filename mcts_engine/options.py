@@ -83,23 +83,25 @@ def _lettered_lines(text: str) -> OptionBlock | None:
 
 
 def _inline(text: str, marks: re.Pattern[str], line_start_only: bool) -> OptionBlock | None:
-    """Markers on one line, letters consecutive from A: option i is the text up to marker i + 1."""
-    for line_match in re.finditer(r"[^\n]+", text):
-        line, base = line_match.group(0), line_match.start()
-        found = [m for m in marks.finditer(line)]
-        starts = [k for k, m in enumerate(found) if m.group(1) == "A"]
-        for k in starts:
-            if line_start_only and line[: found[k].start()].strip():
-                continue
-            seq = found[k:]
-            n = _consecutive([m.group(1) for m in seq])
-            if n < 2:
-                continue
-            seq = seq[:n]
-            ends = [m.start() for m in seq[1:]] + [len(line)]
-            options = [_clean(line[m.end() : e]) for m, e in zip(seq, ends)]
-            if all(options):
-                return OptionBlock(options, base + seq[0].start())
+    """Markers with letters consecutive from A: option i is the text after marker i up to the next marker
+    or the end of its line (so ``Options: (A) x`` then ``(B) y`` on the next line works too)."""
+    found = list(marks.finditer(text))
+    for k, first in enumerate(found):
+        if first.group(1) != "A":
+            continue
+        if line_start_only and text[text.rfind("\n", 0, first.start()) + 1 : first.start()].strip():
+            continue
+        n = _consecutive([m.group(1) for m in found[k:]])
+        if n < 2:
+            continue
+        seq = found[k : k + n]
+        ends = [m.start() for m in seq[1:]] + [len(text)]
+        options = []
+        for m, end in zip(seq, ends):
+            newline = text.find("\n", m.end(), end)
+            options.append(_clean(text[m.end() : newline if newline != -1 else end]))
+        if all(options):
+            return OptionBlock(options, first.start())
     return None
 
 
@@ -107,9 +109,11 @@ def _after_heading(text: str) -> OptionBlock | None:
     for m in _HEADING_ANY.finditer(text):
         rest = m.group(2)
         if rest.strip():
-            inline = _inline(rest, _DOT_MARK, line_start_only=False) or _inline(rest, _PAREN_MARK, line_start_only=False)
-            if inline is not None:
-                return OptionBlock(inline.options, m.start(1))
+            tail = text[m.start(2) :]  # lettered items right after the heading (they may go on below)
+            for marks in (_DOT_MARK, _PAREN_MARK):
+                inline = _inline(tail, marks, line_start_only=False)
+                if inline is not None and inline.start == 0:
+                    return OptionBlock(inline.options, m.start(1))
             parts = [_clean(p) for p in _LIST_SPLIT.split(rest)]
             parts = [p for p in parts if p]
             if len(parts) >= 2:

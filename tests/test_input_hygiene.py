@@ -77,6 +77,8 @@ def one_line_error(res, *needles: str) -> str:
         ("Which side? Answer choices: A) left B) right C) neither", ["left", "right", "neither"], "Which side?"),
         ("A. left B. right", ["left", "right"], ""),
         ("Which? Choices: (A) cat (B) dog", ["cat", "dog"], "Which?"),
+        ("Which?\nOptions: (A) cat\n(B) dog\nAnswer with the letter.", ["cat", "dog"], "Which?"),
+        ("Which?\nOptions: A. cat\nB. dog", ["cat", "dog"], "Which?"),
         ("Where? Options: left, right", ["left", "right"], "Where?"),
         ("Where? choices: up; down.", ["up", "down"], "Where?"),
         ("Which colour?\nOptions:\n- red\n- blue", ["red", "blue"], "Which colour?"),
