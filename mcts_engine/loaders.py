@@ -36,7 +36,6 @@ Recognised layouts (detected from file names / columns / the first row, never fr
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 import re

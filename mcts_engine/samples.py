@@ -32,7 +32,7 @@ from PIL import Image
 from .config import IMAGE_FORMATS, InputConfig
 from .grounding import Frame, frame_for
 from .input_checks import DEFAULT_INPUTS, confine, decode_json_line, iter_lines, iter_parquet_rows, open_bounded, sample_problem
-from .options import split_options  # noqa: F401 - the one option parser, re-exported for the tasks
+from .options import split_options  # the one option parser (the tasks import it from here too)
 from .png_writer import encode_png
 
 ImageSource = Union[str, bytes]

@@ -9,7 +9,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
