@@ -94,6 +94,17 @@ class MultiTurnConfig:
 
 
 @dataclass
+class StoreConfig:
+    """The run directory (``store.py``). Nothing here changes what a run computes (left out of the hash)."""
+
+    checkpoint_s: float = 5.0  # trees in flight are checkpointed to inflight.jsonl at least this often
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint_s > 0:
+            raise ConfigError(f"store.checkpoint_s: {self.checkpoint_s} must be > 0 seconds")
+
+
+@dataclass
 class RunConfig:
     task: str = "sat2"
     data: str | None = None
@@ -103,13 +114,15 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     multiturn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     task_options: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
 
     # Keys that do not change what a run computes: excluded from the hash, so resume accepts them.
     _UNHASHED = ("limit", "teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.base_url",
-                 "teacher.api_key_env", "teacher.client", "search.trees_in_flight", "export", "train", "data", "image_root")
+                 "teacher.api_key_env", "teacher.client", "search.trees_in_flight", "export", "train", "data", "image_root",
+                 "store")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
