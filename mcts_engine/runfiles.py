@@ -17,6 +17,9 @@ from typing import Any
 
 LOCK = "lock"
 
+# The system calls an append makes, module-level so a test can make the disk fail (disk full).
+_write, _fsync = os.write, os.fsync
+
 
 class RunError(RuntimeError):
     """A run directory that cannot be used as asked (one line, names the path)."""
@@ -84,8 +87,8 @@ def append_lines(path: Path, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+                view = view[_write(fd, view):]
+            _fsync(fd)
         except OSError as exc:
             try:
                 os.ftruncate(fd, start)

@@ -263,7 +263,10 @@ class RunStore:
         (the lock keeps one writer; this is the second line of defence)."""
         rec = tree.to_dict() if isinstance(tree, Tree) else tree
         sid = str(rec.get("sample_id"))
-        finished = self._finished if self._finished is not None else self.finished_ids()
+        if self._finished is None:
+            self.finished_ids()
+        finished = self._finished
+        assert finished is not None
         if sid in finished:
             raise DuplicateSample(f"{sid}: already finished in {self.path / TREES}; not stored twice")
         self._append(TREES, rec)
