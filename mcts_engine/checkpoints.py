@@ -57,6 +57,12 @@ class InFlight:
     def on_disk(self) -> bool:
         return self.saved == self.signature()
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to keep yet: no node, no rejected step, no reply."""
+        nodes, rejected, _, calls = self.signature()[:4]
+        return nodes == 1 and rejected == 0 and calls == 0
+
 
 class Checkpointer:
     """The searches in flight of one session and their checkpoints in ``log``."""
@@ -83,23 +89,24 @@ class Checkpointer:
         self.log.drop(sample_id, reason)
 
     def saved(self) -> int:
-        """Trees in flight whose current state is on disk."""
-        return sum(1 for live in self.live.values() if live.on_disk)
+        """Trees in flight with something to keep whose current state is on disk."""
+        return sum(1 for live in self.live.values() if live.on_disk and not live.empty)
 
     def checkpoint(self) -> int:
-        """Append a checkpoint of every tree in flight that changed since its last one; returns how many
-        trees in flight are on disk as they are now. Raises :class:`StoreWriteError` (nothing torn left)."""
+        """Append a checkpoint of every tree in flight that changed since its last one (a tree that has
+        nothing yet is skipped); returns how many trees in flight with something to keep are on disk as they
+        are now (all of them). Raises :class:`StoreWriteError` (nothing torn left behind)."""
         batch, sigs = {}, {}
         for sid, live in self.live.items():
             sig = live.signature()
-            if sig != live.saved:
+            if sig != live.saved and not live.empty:
                 batch[sid] = snapshot(live.search.tree, live.search.counters, live.teacher.waiting)
                 sigs[sid] = sig
         self.log.write(batch)
         for sid, sig in sigs.items():
             self.live[sid].saved = sig
         self.written += len(batch)
-        return len(self.live)
+        return sum(1 for live in self.live.values() if not live.empty)
 
     def flush(self) -> int:
         """:meth:`checkpoint` as far as the disk allows; returns how many trees in flight are on disk."""
