@@ -15,6 +15,7 @@ with one line saying what is kept; the samples in flight are checkpointed if the
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import threading
 import time
@@ -285,7 +286,7 @@ class _Generation:
         self.image_dir.mkdir(exist_ok=True)
         self.frames = FrameCache()  # an image several samples ask about is prepared once
         self.finished = store.finished_ids()
-        self.ckpt = Checkpointer(store.inflight(cfg.hash()), cfg.store.checkpoint_s)
+        self.ckpt = Checkpointer(store.inflight(cfg.hash(), self.finished), cfg.store.checkpoint_s)
         self.session: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped_finished": 0,
                                         "resumed": 0, "checkpoints_discarded": 0}
         if store.lock is not None and store.lock.took_over is not None:
@@ -340,10 +341,12 @@ class _Generation:
         if self.halt is not None:
             return
         saved, p = self.ckpt.flush(), self.store.path
+        flight = sum(1 for live in self.ckpt.live.values() if not live.empty)
+        rest = "" if saved == flight else " (the others as of their last checkpoint)"
         self._stop_now(RunError(
             f"stopped: {exc}; kept on disk: {len(self.finished)} finished trees in {p / TREES}, {saved} of "
-            f"{len(self.ckpt.live)} trees in flight checkpointed now in {p / INFLIGHT} (the others as of their last "
-            "checkpoint); free some space and rerun the same command to resume"
+            f"{flight} trees in flight checkpointed now in {p / INFLIGHT}{rest}; free some space and rerun the "
+            "same command to resume"
         ))
 
     async def _restore(self, item: Sample, root: PromptState, observe: Any) -> Resumed | None:
@@ -355,11 +358,25 @@ class _Generation:
             return await asyncio.to_thread(resume, record, root, self.store.path, observe)
         except ValueError as exc:
             self.session["checkpoints_discarded"] += 1
-            with (self.store.path / "errors.log").open("a") as fh:
-                fh.write(f"--- {item.id}: checkpoint not resumed, the search starts afresh: {exc}\n")
+            self._log(f"--- {item.id}: checkpoint not resumed, the search starts afresh: {exc}\n")
             return None
 
+    def _log(self, text: str) -> None:
+        """errors.log: details a one-line reason points to (best effort: a full disk is reported elsewhere)."""
+        try:
+            with (self.store.path / "errors.log").open("a") as fh:
+                fh.write(text)
+        except OSError:
+            pass
+
     # --- one sample -------------------------------------------------------------------------
+    def _disk_full(self, exc: BaseException) -> bool:
+        """A full disk (or quota) while writing an image stops the run like a failed append."""
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._write_failed(StoreWriteError(Path(exc.filename or self.image_dir), exc))
+            return True
+        return False
+
     def fail(self, sample_id: str, reason: str) -> None:
         try:
             self.ckpt.failed(sample_id, reason)  # a retry starts afresh
@@ -382,6 +399,10 @@ class _Generation:
             ctx, images = await asyncio.to_thread(prepare_context, item, task, self.cfg, self.image_dir, self.frames)
         except ValueError as exc:
             self.fail(item.id, f"{item.id}: {exc}")
+            return
+        except OSError as exc:  # writing the frame under images/
+            if not self._disk_full(exc):
+                self.fail(item.id, f"{item.id}: cannot write {exc.filename or self.image_dir}: {exc.strerror or exc}")
             return
         observe = make_observer(ctx, self.cfg.multiturn, self.image_dir, self.cfg.teacher.image_format,
                                 self.cfg.teacher.jpeg_quality) if ctx.multiturn else None
@@ -416,8 +437,9 @@ class _Generation:
                 self.stop.set()
             return
         except Exception as exc:  # a bug must not lose the run: record it with its traceback
-            with (self.store.path / "errors.log").open("a") as fh:
-                fh.write(f"--- {item.id}\n{traceback.format_exc()}\n")
+            if self._disk_full(exc):  # writing a multi-turn crop under images/
+                return
+            self._log(f"--- {item.id}\n{traceback.format_exc()}\n")
             self.fail(item.id, f"{item.id}: internal error {type(exc).__name__}: {exc} (see errors.log)")
             return
         if earlier_s:  # the sessions before this one
@@ -427,6 +449,9 @@ class _Generation:
             self.store.append_tree(tree)
         except DuplicateSample:  # another writer stored it (the lock makes this impossible; kept as a guard)
             self.session["duplicates_refused"] = self.session.get("duplicates_refused", 0) + 1
+            self.ckpt.finished(item.id)
+            self.prog.skip()
+            return
         except StoreWriteError as exc:
             self._write_failed(exc)  # the tree is still in flight: checkpointed with the others
             return

@@ -199,14 +199,20 @@ class RunStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def inflight(self, config_hash: str) -> InflightLog:
-        """The checkpoints of trees in flight (call after the lock is held: it may cut a torn line)."""
-        return InflightLog(self.path, config_hash, self.finished_ids())
+    def inflight(self, config_hash: str, finished: set[str] | None = None) -> InflightLog:
+        """The checkpoints of trees in flight (call with the lock held: it may cut a torn line).
+        ``finished``: the finished sample ids, if the caller has them already."""
+        return InflightLog(self.path, config_hash, self.finished_ids() if finished is None else finished)
 
     # --- reading ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         p = self.path / CONFIG
-        return json.loads(p.read_text()) if p.exists() else {}
+        if not p.exists():
+            return {}
+        value, err = decode_line(p.read_bytes(), CONFIG, 1)
+        if err or not isinstance(value, dict):
+            raise RunError(f"{p}: unreadable config ({err.split(': ', 2)[-1] if err else 'not an object'})")
+        return value
 
     def iter_records(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
         """``(line_no, record, error)`` for every line of trees.jsonl; a bad line (not UTF-8, not JSON, torn,
