@@ -51,7 +51,7 @@ class InFlight:
         """Changes whenever the search received a reply, added a node or backed up a value."""
         t, c = self.search.tree, self.search.counters
         return (len(t.nodes), len(t.rejected), t.root.visits, c.calls - self.teacher.waiting, c.choices,
-                c.simulations, c.errors)
+                c.simulations, getattr(c, "errors", 0))
 
     @property
     def on_disk(self) -> bool:

@@ -40,7 +40,8 @@ from .teachers import make_teacher
 from .teachers.base import Observation, PromptState, SampleContext, Teacher, TeacherError, TeacherUnavailable
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-# This many samples failing in a row on teacher errors means the teacher is down: stop, keep the rest.
+# This many samples in a row with nothing usable from the teacher (the search raised TeacherError) means the
+# teacher is down: stop, keep the rest. A tree that got something despite errors is stored and resets the count.
 MAX_CONSECUTIVE_TEACHER_FAILURES = 8
 
 
@@ -318,7 +319,7 @@ class _Generation:
         self.clean = True
         if self.stop.is_set():
             raise Aborted(
-                f"stopped: {MAX_CONSECUTIVE_TEACHER_FAILURES} samples in a row failed on teacher errors "
+                f"stopped: {MAX_CONSECUTIVE_TEACHER_FAILURES} samples in a row got nothing usable from the teacher "
                 f"(reasons in {self.store.path / 'failures.jsonl'}); finished samples are kept, rerun to resume"
             )
 
