@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class InFlight:
     search: TreeSearch
     teacher: TrackedTeacher
     saved: tuple[int, ...] | None = None
+    earlier_s: float = 0.0  # search time of the sessions before this one
+    started: float = field(default_factory=time.perf_counter)
 
     def signature(self) -> tuple[int, ...]:
         """Changes whenever the search received a reply, added a node or backed up a value."""
@@ -56,6 +59,12 @@ class InFlight:
     @property
     def on_disk(self) -> bool:
         return self.saved == self.signature()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The checkpoint record; ``stats.seconds`` is the search time of every session so far."""
+        record = snapshot(self.search.tree, self.search.counters, self.teacher.waiting)
+        record["stats"]["seconds"] = round(self.earlier_s + time.perf_counter() - self.started, 4)
+        return record
 
     @property
     def empty(self) -> bool:
@@ -77,6 +86,7 @@ class Checkpointer:
         live = self.live[sample_id] = InFlight(search, teacher)
         if resumed:
             live.saved = live.signature()
+            live.earlier_s = float(search.tree.stats.get("seconds", 0.0) or 0.0)
 
     def finished(self, sample_id: str) -> None:
         """The tree is stored in trees.jsonl."""
@@ -100,7 +110,7 @@ class Checkpointer:
         for sid, live in self.live.items():
             sig = live.signature()
             if sig != live.saved and not live.empty:
-                batch[sid] = snapshot(live.search.tree, live.search.counters, live.teacher.waiting)
+                batch[sid] = live.snapshot()
                 sigs[sid] = sig
         self.log.write(batch)
         for sid, sig in sigs.items():

@@ -181,6 +181,7 @@ def test_signal_checkpoints_every_tree_in_flight_then_resumes(tmp_path, sig, cod
         n = len(rec["tree"]["nodes"])
         assert node_keys(final[sid])[:n] == node_keys(rec["tree"])
         assert final[sid]["stats"]["calls"] >= rec["tree"]["stats"]["calls"]
+        assert final[sid]["stats"]["seconds"] > rec["tree"]["stats"]["seconds"] > 0  # both sessions' time
     if recipe:  # multi-turn: the continued trees have their crops
         for sid in ckpt:
             for node in final[sid]["nodes"]:
