@@ -118,8 +118,8 @@ def test_every_reply_is_checkpointed_within_the_interval(tmp_path, monkeypatch):
     from mcts_engine.store import InflightLog
 
     monkeypatch.setattr(InflightLog, "compact", lambda self: None)  # keep the whole history to inspect
-    interval, slack = 0.2, 0.8
-    cfg = config("teacher.sim_latency_s=0.08", "store.checkpoint_s=0.2", "search.trees_in_flight=3", limit=3)
+    interval, slack = 0.2, 1.0
+    cfg = config("teacher.sim_latency_s=0.1", "store.checkpoint_s=0.2", "search.trees_in_flight=3", limit=3)
     replies: list[tuple[float, str]] = []
 
     class Logging(SimTeacher):
@@ -452,3 +452,14 @@ def test_disk_full_while_saving_an_image_stops_the_run(tmp_path, monkeypatch):
     line = res.output.strip().splitlines()[-1]
     assert line.startswith("error: stopped: cannot write ") and "No space left on device; kept on disk: 0 finished" in line
     assert not RunStore(tmp_path / "run").failures()  # a full disk is not the samples' fault
+
+
+def test_checkpoint_interval_is_a_store_key_outside_the_config_hash():
+    from mcts_engine.config import ConfigError
+
+    a, b = config(), config("store.checkpoint_s=1.5")
+    assert 0 < a.store.checkpoint_s <= 10 and b.store.checkpoint_s == 1.5
+    assert a.hash() == b.hash()  # a rerun may checkpoint more or less often
+    for bad in ("0", "-2"):
+        with pytest.raises(ConfigError, match="store.checkpoint_s"):
+            config(f"store.checkpoint_s={bad}")
