@@ -46,13 +46,13 @@ class TrackedTeacher:
 
     def __init__(self, teacher: Teacher) -> None:
         self.inner = teacher
-        self.name = teacher.name
+        self.name = getattr(teacher, "name", type(teacher).__name__)
         self.waiting = 0
 
-    async def complete(self, state: PromptState, n: int) -> TeacherReply:
+    async def complete(self, state: PromptState, n: int, **kwargs: Any) -> TeacherReply:
         self.waiting += 1
         try:
-            return await self.inner.complete(state, n)
+            return await self.inner.complete(state, n, **kwargs)
         finally:
             self.waiting -= 1
 
