@@ -107,6 +107,13 @@ class InputConfig:
 
 
 @dataclass
+class StoreConfig:
+    """The run directory (``store.py``). Nothing here changes what a run computes (left out of the hash)."""
+
+    checkpoint_s: float = 5.0  # trees in flight are checkpointed to inflight.jsonl at least this often
+
+
+@dataclass
 class RunConfig:
     task: str = "sat2"
     data: str | None = None
@@ -117,13 +124,15 @@ class RunConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     multiturn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
     inputs: InputConfig = field(default_factory=InputConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     task_options: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
 
     # Keys that do not change what a run computes: excluded from the hash, so resume accepts them.
     _UNHASHED = ("limit", "teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.base_url",
-                 "teacher.api_key_env", "teacher.client", "search.trees_in_flight", "export", "train", "data", "image_root")
+                 "teacher.api_key_env", "teacher.client", "search.trees_in_flight", "export", "train", "data", "image_root",
+                 "store")
     _UNHASHED += ("inputs",)  # which rows are refused, not what a finished tree holds
 
     def to_dict(self) -> dict[str, Any]:
@@ -363,6 +372,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "inputs.max_choice_chars": (1, None, False),
     "inputs.max_choices": (2, None, False),
     "inputs.max_row_bytes": (1, None, False),
+    "store.checkpoint_s": (0, None, True),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"search.early_stop": ("none", "solved")}
 

@@ -1,87 +1,172 @@
-"""The run directory (an I/O edge): resumable, append-only, nothing computed is ever lost.
+"""The run directory (an I/O edge): one writer at a time, append-only, nothing computed is ever lost.
 
 Layout of ``runs/NAME/``::
 
     config.json     the resolved config, its hash, the teacher's description, versions
-    trees.jsonl     one finished sample per line (``Tree.to_dict()``), appended + flushed + fsynced
+    trees.jsonl     one finished sample per line (``Tree.to_dict()``), appended + fsynced
     failures.jsonl  one line per failed attempt: {"id", "reason", "time"}
+    inflight.jsonl  checkpoints of trees in flight: {"sample_id", "hash", "time", "tree"}, the newest per sample
+                    wins; ``"tree": null`` drops the sample's checkpoint (it failed: a retry starts afresh)
     stats.json      run statistics (rewritten atomically as the run goes)
+    lock            held (``fcntl.flock``) by the process writing the directory; names its pid and host
 
-A sample is *finished* when its tree line is complete in ``trees.jsonl``; failed samples are retried
-on resume. A torn last line (the process was killed mid-write) is cut off on open, so at most the
-samples in flight are lost.
+A sample is *finished* when its tree line is complete in ``trees.jsonl``; failed samples are retried on
+resume, and a sample with a checkpoint continues from it. Every append is one ``write`` of whole lines
+followed by ``fsync``; a write that fails (disk full) is cut back to the last complete line before the error
+is raised, and a torn last line left by a kill is cut when the directory is next opened.
+
+Readers (``iter_records``, ``failures``) read bytes and decode line by line: a line that is not UTF-8 or
+not JSON is reported as an error naming ``FILE:LINE`` and the rest is still read.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .runfiles import (LOCK, DuplicateSample, RunError, RunLock, RunLocked, StoreWriteError, append_lines,
+                       atomic_write, decode_line, iter_jsonl, json_line, repair_tail, check_run_dir)
 from .search.tree import Tree
 
 CONFIG, TREES, FAILURES, STATS = "config.json", "trees.jsonl", "failures.jsonl", "stats.json"
+INFLIGHT = "inflight.jsonl"
 
 
-class RunError(RuntimeError):
-    """A run directory that cannot be used as asked (one line, names the path)."""
+# --------------------------------------------------------------------------------------------
+# Checkpoints of trees in flight
+# --------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class InflightLog:
+    """``inflight.jsonl``: checkpoints of the trees in flight (see the module docstring for the record).
+
+    Append-only: each :meth:`write` appends one record per tree (one ``write`` + one ``fsync`` for all).
+    The newest record of each live sample is kept in memory; the file is compacted (rewritten atomically
+    with those records only) when it outgrows ``max(compact_min_bytes, 4 × live bytes)`` and on a clean
+    finish, and removed when nothing is left in flight. On open, the records of finished samples, of
+    another config hash (the run was ``--force``d to a new config) and unreadable lines are ignored.
+    """
+
+    compact_min_bytes = 32 << 20
+
+    def __init__(self, run: Path, config_hash: str, finished: set[str]) -> None:
+        self.path = run / INFLIGHT
+        self.hash = config_hash
+        self.latest: dict[str, bytes] = {}  # sample id -> its newest record line
+        self.unreadable = 0  # lines skipped on open (torn or corrupt)
+        self.other_config = 0  # records of another config hash, ignored
+        repair_tail(self.path)
+        for _, raw, rec, err in iter_jsonl(self.path):
+            if err or not isinstance(rec, dict) or "sample_id" not in rec:
+                self.unreadable += 1
+                continue
+            sid = str(rec["sample_id"])
+            if rec.get("hash") != config_hash:
+                self.other_config += 1
+                self.latest.pop(sid, None)
+            elif rec.get("tree") is None:
+                self.latest.pop(sid, None)
+            else:
+                self.latest[sid] = raw
+        for sid in finished:
+            self.latest.pop(sid, None)
+        self.size = self.path.stat().st_size if self.path.exists() else 0
+
+    def __contains__(self, sample_id: str) -> bool:
+        return sample_id in self.latest
+
+    def take(self, sample_id: str) -> dict[str, Any] | None:
+        """The newest checkpointed tree (a ``Tree.to_dict()``) of ``sample_id``, or None."""
+        raw = self.latest.get(sample_id)
+        if raw is None:
+            return None
+        rec, err = decode_line(raw, INFLIGHT, 0)
+        return rec.get("tree") if not err and isinstance(rec, dict) and isinstance(rec.get("tree"), dict) else None
+
+    def _line(self, sample_id: str, tree: dict[str, Any] | None, **extra: Any) -> bytes:
+        return json_line({"sample_id": sample_id, "hash": self.hash, "time": round(time.time(), 3), **extra, "tree": tree})
+
+    def write(self, trees: dict[str, dict[str, Any]]) -> None:
+        """Append one checkpoint per ``{sample_id: tree dict}`` (one write, one fsync)."""
+        if not trees:
+            return
+        lines = {sid: self._line(sid, tree) for sid, tree in trees.items()}
+        data = b"".join(lines.values())
+        append_lines(self.path, data)
+        self.size += len(data)
+        self.latest.update(lines)
+        if self.size > max(self.compact_min_bytes, 4 * sum(map(len, self.latest.values()))):
+            self.compact()
+
+    def drop(self, sample_id: str, reason: str) -> None:
+        """Forget a sample's checkpoint on disk too (it failed; its retry starts from scratch)."""
+        if self.latest.pop(sample_id, None) is not None:
+            line = self._line(sample_id, None, dropped=reason[:200])
+            append_lines(self.path, line)
+            self.size += len(line)
+
+    def forget(self, sample_id: str) -> None:
+        """A sample finished (its tree is in trees.jsonl): its checkpoints are dead weight from now on."""
+        self.latest.pop(sample_id, None)
+
+    def compact(self) -> None:
+        """Rewrite the file with the newest record of each live sample (atomically); remove it if none."""
+        if not self.latest:
+            self.path.unlink(missing_ok=True)
+            self.size = 0
+            return
+        data = b"".join(self.latest.values())
+        atomic_write(self.path, data)
+        self.size = len(data)
 
 
-def _repair_tail(path: Path) -> int:
-    """Cut a torn (non newline-terminated, unparseable) last line. Returns bytes removed."""
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with path.open("rb+") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 1))
-        if fh.read(1) == b"\n":
-            return 0
-        # Walk back to the previous newline.
-        pos = size - 1
-        chunk = 65536
-        while pos > 0:
-            start = max(0, pos - chunk)
-            fh.seek(start)
-            buf = fh.read(pos - start)
-            idx = buf.rfind(b"\n")
-            if idx >= 0:
-                pos = start + idx + 1
-                break
-            pos = start
-        fh.truncate(pos)
-        return size - pos
+# --------------------------------------------------------------------------------------------
+# The run directory
+# --------------------------------------------------------------------------------------------
 
 
 class RunStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock: RunLock | None = None
+        self._finished: set[str] | None = None
 
     # --- creation / resume -----------------------------------------------------------------
     @classmethod
     def open_for_generate(cls, path: str | Path, config: dict[str, Any], config_hash: str, force: bool = False,
                           extra: dict[str, Any] | None = None) -> RunStore:
-        """Create a run directory, or reopen one whose config hash matches (else refuse unless ``force``)."""
+        """Lock and create a run directory, or reopen one whose config hash matches (else refuse unless
+        ``force``). Raises :class:`RunLocked` if another live process writes it. Call :meth:`close` (or use
+        the store as a context manager) to release the lock; it is also released when the process dies."""
         store = cls(path)
-        store.path.mkdir(parents=True, exist_ok=True)
-        cfg_path = store.path / CONFIG
+        check_run_dir(store.path)
+        try:
+            store.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"{store.path}: cannot create the run directory ({exc.strerror})") from None
+        store.lock = RunLock(store.path).acquire()
+        try:
+            store._open(config, config_hash, force, extra)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _open(self, config: dict[str, Any], config_hash: str, force: bool, extra: dict[str, Any] | None) -> None:
+        cfg_path = self.path / CONFIG
         if cfg_path.exists():
             try:
-                old = json.loads(cfg_path.read_text())
-            except json.JSONDecodeError:
+                old = json.loads(cfg_path.read_bytes().decode("utf-8"))
+                if not isinstance(old, dict):
+                    raise ValueError("not an object")
+            except ValueError:
                 raise RunError(f"{cfg_path}: unreadable config; use another --out or --force") from None
             if old.get("hash") != config_hash and not force:
                 raise RunError(
-                    f"{store.path} was created with a different config (hash {old.get('hash')} != {config_hash}); "
+                    f"{self.path} was created with a different config (hash {old.get('hash')} != {config_hash}); "
                     "use the same recipe/overrides to resume, another --out, or --force"
                 )
             if old.get("hash") != config_hash:
@@ -90,40 +175,54 @@ class RunStore:
             else:
                 extra = {**(extra or {}), "history": old.get("history", [])}
         for name in (TREES, FAILURES):
-            _repair_tail(store.path / name)
+            repair_tail(self.path / name)
         payload = {"hash": config_hash, "config": config, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
-        _atomic_write(cfg_path, json.dumps(payload, indent=2, sort_keys=True, default=str))
-        return store
+        atomic_write(cfg_path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
     @classmethod
     def open_existing(cls, path: str | Path) -> RunStore:
+        """A run directory to read (export, report): no lock, nothing written."""
         store = cls(path)
         if not (store.path / TREES).exists() and not (store.path / CONFIG).exists():
             raise RunError(f"{store.path}: not a run directory (no {TREES} or {CONFIG})")
         return store
 
+    def close(self) -> None:
+        """Release the lock (a no-op for a store opened to read)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def inflight(self, config_hash: str, finished: set[str] | None = None) -> InflightLog:
+        """The checkpoints of trees in flight (call with the lock held: it may cut a torn line).
+        ``finished``: the finished sample ids, if the caller has them already."""
+        return InflightLog(self.path, config_hash, self.finished_ids() if finished is None else finished)
+
     # --- reading ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         p = self.path / CONFIG
-        return json.loads(p.read_text()) if p.exists() else {}
+        if not p.exists():
+            return {}
+        value, err = decode_line(p.read_bytes(), CONFIG, 1)
+        if err or not isinstance(value, dict):
+            raise RunError(f"{p}: unreadable config ({err.split(': ', 2)[-1] if err else 'not an object'})")
+        return value
 
     def iter_records(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-        """``(line_no, record, error)`` for every line of trees.jsonl; a bad line gives an error, not an exception."""
-        p = self.path / TREES
-        if not p.exists():
-            return
-        with p.open("r", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield lineno, None, f"{TREES}:{lineno}: not valid JSON ({exc.msg})"
-                    continue
-                if not isinstance(rec, dict) or "sample_id" not in rec:
-                    yield lineno, None, f"{TREES}:{lineno}: not a tree record"
-                    continue
+        """``(line_no, record, error)`` for every line of trees.jsonl; a bad line (not UTF-8, not JSON, torn,
+        not a tree record) gives an error naming ``trees.jsonl:LINE``, never an exception."""
+        for lineno, _, rec, err in iter_jsonl(self.path / TREES):
+            if err:
+                yield lineno, None, err
+            elif not isinstance(rec, dict) or "sample_id" not in rec:
+                yield lineno, None, f"{TREES}:{lineno}: not a tree record"
+            else:
                 yield lineno, rec, None
 
     def iter_trees(self) -> Iterator[tuple[Tree | None, str | None]]:
@@ -139,18 +238,23 @@ class RunStore:
                 yield None, f"{TREES}:{lineno}: {exc}"
 
     def finished_ids(self) -> set[str]:
-        return {str(rec["sample_id"]) for _, rec, err in self.iter_records() if rec is not None}
+        ids = {str(rec["sample_id"]) for _, rec, err in self.iter_records() if rec is not None}
+        self._finished = set(ids)
+        return ids
+
+    def iter_failures(self) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
+        """``(record, error)`` for every line of failures.jsonl (errors name ``failures.jsonl:LINE``)."""
+        for lineno, _, rec, err in iter_jsonl(self.path / FAILURES):
+            if err:
+                yield None, err
+            elif not isinstance(rec, dict):
+                yield None, f"{FAILURES}:{lineno}: not a failure record"
+            else:
+                yield rec, None
 
     def failures(self) -> list[dict[str, Any]]:
-        p = self.path / FAILURES
-        out = []
-        if p.exists():
-            for line in p.read_text().splitlines():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return out
+        """The readable failure records (a torn or undecodable line is skipped)."""
+        return [rec for rec, err in self.iter_failures() if rec is not None]
 
     def stats(self) -> dict[str, Any]:
         p = self.path / STATS
@@ -158,17 +262,28 @@ class RunStore:
 
     # --- writing ---------------------------------------------------------------------------
     def _append(self, name: str, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
-        with (self.path / name).open("a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_lines(self.path / name, json_line(record))
 
     def append_tree(self, tree: Tree | dict[str, Any]) -> None:
-        self._append(TREES, tree.to_dict() if isinstance(tree, Tree) else tree)
+        """Append a finished sample; :class:`DuplicateSample` if its id is already finished in trees.jsonl
+        (the lock keeps one writer; this is the second line of defence)."""
+        rec = tree.to_dict() if isinstance(tree, Tree) else tree
+        sid = str(rec.get("sample_id"))
+        if self._finished is None:
+            self.finished_ids()
+        finished = self._finished
+        assert finished is not None
+        if sid in finished:
+            raise DuplicateSample(f"{sid}: already finished in {self.path / TREES}; not stored twice")
+        self._append(TREES, rec)
+        finished.add(sid)
 
     def append_failure(self, sample_id: str, reason: str) -> None:
         self._append(FAILURES, {"id": sample_id, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def write_stats(self, stats: dict[str, Any]) -> None:
-        _atomic_write(self.path / STATS, json.dumps(stats, indent=2, sort_keys=True, default=str))
+        atomic_write(self.path / STATS, json.dumps(stats, indent=2, sort_keys=True, default=str))
+
+
+__all__ = ["RunStore", "InflightLog", "RunLock", "RunError", "RunLocked", "StoreWriteError", "DuplicateSample",
+           "check_run_dir", "CONFIG", "TREES", "FAILURES", "STATS", "INFLIGHT", "LOCK"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from mcts_engine.grounding import Frame, frame_for
 from mcts_engine.search.tree import Node, Tree
-from mcts_engine.store import RunStore
+from mcts_engine.store import DuplicateSample, RunStore
 
 CHOICES = ["left", "right"]
 TRUTH = {"answer": "left", "choices": CHOICES}
@@ -87,7 +88,11 @@ def make_run(tmp: Path, trees: list[Tree | dict[str, Any] | str], data: str | No
             with (run / "trees.jsonl").open("a") as fh:
                 fh.write(t + "\n")
         else:
-            store.append_tree(t)
+            try:
+                store.append_tree(t)
+            except DuplicateSample:  # written as a run of an older version could hold it (export keeps the first)
+                with (run / "trees.jsonl").open("a") as fh:
+                    fh.write(json.dumps(t.to_dict() if isinstance(t, Tree) else t) + "\n")
     for sid, reason in failures:
         store.append_failure(sid, reason)
     store.write_stats({"calls": 12, "completion_tokens": 345})

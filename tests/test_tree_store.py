@@ -1,16 +1,22 @@
-"""Search trees (de)serialization and the run directory (resume, torn lines, failures)."""
+"""Search trees (de)serialization and the run directory (resume, torn and undecodable lines, failures, the lock,
+appends on a failing disk, checkpoints of trees in flight)."""
 
 from __future__ import annotations
 
 import copy
+import errno
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from mcts_engine.grounding import Frame
 from mcts_engine.search.tree import Node, Tree
-from mcts_engine.store import CONFIG, FAILURES, STATS, TREES, RunError, RunStore
+from mcts_engine import runfiles
+from mcts_engine.store import (CONFIG, FAILURES, INFLIGHT, LOCK, STATS, TREES, DuplicateSample, RunError, RunLock,
+                               RunLocked, RunStore, StoreWriteError)
 
 FRAME = Frame(width=644, height=476, orig_width=640, orig_height=480)
 
@@ -140,6 +146,7 @@ def test_append_and_reopen_same_hash(tmp_path: Path) -> None:
     store = open_store(tmp_path / "run")
     store.append_tree(make_tree("a"))
     store.append_tree(make_tree("b").to_dict())
+    store.close()
     again = open_store(tmp_path / "run")
     assert again.finished_ids() == {"a", "b"}
     trees = [t for t, err in again.iter_trees()]
@@ -151,6 +158,7 @@ def test_config_hash_mismatch_refused_unless_force(tmp_path: Path) -> None:
     run = tmp_path / "run"
     store = open_store(run)
     store.append_tree(make_tree("a"))
+    store.close()
     with pytest.raises(RunError) as exc:
         open_store(run, "hash-b")
     msg = str(exc.value)
@@ -161,6 +169,7 @@ def test_config_hash_mismatch_refused_unless_force(tmp_path: Path) -> None:
     assert cfg["hash"] == "hash-b"
     assert cfg["history"][-1]["hash"] == "hash-a"
     assert forced.finished_ids() == {"a"}  # forcing keeps what was computed
+    forced.close()
     # Same hash again keeps the history.
     assert open_store(run, "hash-b").config()["history"][-1]["hash"] == "hash-a"
 
@@ -185,6 +194,7 @@ def test_torn_last_line_is_cut_on_reopen(tmp_path: Path) -> None:
     # Before the repair a reader sees the torn line as an error, and "c" is not finished.
     assert store.finished_ids() == {"a", "b"}
     assert [err is not None for _, err in store.iter_trees()] == [False, False, True]
+    store.close()
     again = open_store(run)
     assert (run / TREES).read_bytes() == good
     assert again.finished_ids() == {"a", "b"}
@@ -206,6 +216,7 @@ def test_complete_file_is_untouched_on_reopen(tmp_path: Path) -> None:
     run = tmp_path / "run"
     store = open_store(run)
     store.append_tree(make_tree("a"))
+    store.close()
     before = (run / TREES).read_bytes()
     open_store(run)
     assert (run / TREES).read_bytes() == before
@@ -223,7 +234,8 @@ def test_failures_recorded_and_torn_failure_line_cut(tmp_path: Path) -> None:
     with (run / FAILURES).open("a") as fh:
         fh.write('{"id": "z", "rea')
     assert [f["id"] for f in store.failures()] == ["x", "y"]  # a torn line is skipped when reading
-    open_store(run)
+    store.close()
+    store = open_store(run)
     assert (run / FAILURES).read_text().endswith("\n")
     store.append_failure("z", "timeout")
     assert [f["id"] for f in store.failures()] == ["x", "y", "z"]
@@ -271,3 +283,167 @@ def test_open_existing(tmp_path: Path) -> None:
         RunStore.open_existing(tmp_path)
     open_store(tmp_path / "run").append_tree(make_tree("a"))
     assert RunStore.open_existing(tmp_path / "run").finished_ids() == {"a"}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading what a kill, a bad disk or a hand edit left behind
+# --------------------------------------------------------------------------------------------
+
+
+def test_non_utf8_and_torn_lines_are_errors_naming_the_line(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    store = open_store(run)
+    store.append_tree(make_tree("a"))
+    with (run / TREES).open("ab") as fh:
+        fh.write(b'{"sample_id": "caf\xe9", "nodes": []}\n')  # latin-1, not UTF-8
+    store.append_tree(make_tree("b"))
+    with (run / TREES).open("ab") as fh:
+        fh.write(json.dumps(make_tree("c").to_dict()).encode()[:90])  # torn by a kill, not yet repaired
+    results = list(store.iter_trees())  # never raises
+    assert [t.sample_id if t else None for t, _ in results] == ["a", None, "b", None]
+    errors = [e for _, e in results if e]
+    assert errors[0] == f"{TREES}:2: not valid UTF-8 (byte 0xe9 at column 19)"
+    assert errors[1].startswith(f"{TREES}:4: not valid JSON") and "torn" in errors[1]
+    assert store.finished_ids() == {"a", "b"}
+    with (run / FAILURES).open("ab") as fh:
+        fh.write(b'{"id": "x", "reason": "\xff"}\n')
+    store.append_failure("y", "timeout")
+    assert [f["id"] for f in store.failures()] == ["y"]
+    errs = [e for _, e in store.iter_failures() if e]
+    assert errs == [f"{FAILURES}:1: not valid UTF-8 (byte 0xff at column 24)"]
+
+
+def test_append_tree_refuses_a_finished_sample(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "run")
+    store.append_tree(make_tree("a"))
+    with pytest.raises(DuplicateSample, match="a: already finished"):
+        store.append_tree(make_tree("a").to_dict())
+    store.close()
+    again = open_store(tmp_path / "run")  # the refusal holds across sessions
+    with pytest.raises(DuplicateSample):
+        again.append_tree(make_tree("a"))
+    assert (tmp_path / "run" / TREES).read_text().count("\n") == 1
+
+
+def test_failed_append_leaves_no_partial_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    store = open_store(run)
+    store.append_tree(make_tree("a"))
+    before = (run / TREES).read_bytes()
+
+    def half_then_full(fd: int, data: memoryview) -> int:
+        os.write(fd, bytes(data[: len(data) // 2]))  # half the line reaches the disk, then it is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runfiles, "_write", half_then_full)
+    with pytest.raises(StoreWriteError) as exc:
+        store.append_tree(make_tree("b"))
+    assert str(exc.value) == f"cannot write {run / TREES}: No space left on device"
+    assert (run / TREES).read_bytes() == before  # cut back to the last complete line
+    monkeypatch.setattr(runfiles, "_fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    monkeypatch.setattr(runfiles, "_write", os.write)
+    with pytest.raises(StoreWriteError, match="I/O error"):
+        store.append_failure("b", "x")
+    assert not (run / FAILURES).exists() or (run / FAILURES).read_bytes() == b""
+    monkeypatch.undo()
+    store.append_tree(make_tree("b"))  # the store goes on once the disk does
+    assert store.finished_ids() == {"a", "b"}
+
+
+# --------------------------------------------------------------------------------------------
+# The lock
+# --------------------------------------------------------------------------------------------
+
+
+def test_lock_refuses_a_second_writer_and_names_the_holder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    store = open_store(run)
+    holder = json.loads((run / LOCK).read_text())
+    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    with pytest.raises(RunLocked) as exc:
+        open_store(run)
+    msg = str(exc.value)
+    assert f"pid {os.getpid()}" in msg and str(run) in msg and "\n" not in msg
+    with pytest.raises(RunLocked):
+        RunLock.check(run)
+    store.close()
+    assert (run / LOCK).read_text() == ""  # released: emptied, never deleted
+    RunLock.check(run)
+    with open_store(run) as again:
+        assert again.lock is not None and again.lock.took_over is None
+
+
+def test_stale_pid_file_is_taken_over(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = {"pid": 2**22 + 12345, "host": socket.gethostname(), "since": "2026-01-01T00:00:00"}
+    (run / LOCK).write_text(json.dumps(dead))  # no process holds a flock on it
+    RunLock.check(run)
+    store = open_store(run)
+    assert store.lock is not None and store.lock.took_over == dead
+    assert json.loads((run / LOCK).read_text())["pid"] == os.getpid()
+    store.close()
+
+
+def test_without_flock_the_pid_file_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runfiles.fcntl, "flock", no_flock)
+    run = tmp_path / "run"
+    run.mkdir()
+    live = {"pid": os.getppid(), "host": socket.gethostname()}  # a live process that is not us
+    (run / LOCK).write_text(json.dumps(live))
+    with pytest.raises(RunLocked, match=f"pid {os.getppid()}"):
+        open_store(run)
+    (run / LOCK).write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
+    with open_store(run) as store:
+        assert store.lock is not None and store.lock.took_over["pid"] == 2**22 + 12345
+
+
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    f = tmp_path / "results.txt"
+    f.write_text("keep me")
+    for bad in (f, f / "run"):
+        with pytest.raises(RunError) as exc:
+            open_store(bad)
+        assert "is a file" in str(exc.value) and "\n" not in str(exc.value)
+    assert f.read_text() == "keep me"
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints of trees in flight
+# --------------------------------------------------------------------------------------------
+
+
+def test_inflight_log_newest_wins_drops_and_compacts(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    store = open_store(run)
+    log = store.inflight("hash-a")
+    assert log.take("a") is None and not (run / INFLIGHT).exists()
+    t = make_tree("a")
+    log.write({"a": t.to_dict(), "b": make_tree("b").to_dict()})
+    t.stats["calls"] = 9
+    log.write({"a": t.to_dict()})
+    log.write({"c": make_tree("c").to_dict()})
+    log.drop("c", "teacher error")  # c failed: its retry starts afresh
+    store.append_tree(make_tree("b"))  # b finished
+    with (run / INFLIGHT).open("ab") as fh:
+        fh.write(b'{"sample_id": "a", "hash": "hash-a", "tree": {"torn')  # a kill mid-write
+    again = store.inflight("hash-a")
+    assert set(again.latest) == {"a"}  # b finished, c dropped, the torn line cut
+    rec = again.take("a")
+    assert rec is not None and rec["stats"]["calls"] == 9 and Tree.from_dict(rec).to_dict()["nodes"] == t.to_dict()["nodes"]
+    assert store.inflight("hash-b").latest == {}  # a checkpoint of another config is never resumed
+    again.compact_min_bytes = 1  # compact once the file outgrows 4 x its live records
+    for _ in range(3):
+        again.write({"d": make_tree("d").to_dict()})
+        assert len((run / INFLIGHT).read_bytes().splitlines()) > 2
+    again.write({"d": make_tree("d").to_dict()})
+    lines = (run / INFLIGHT).read_bytes().splitlines()
+    assert sorted(json.loads(x)["sample_id"] for x in lines) == ["a", "d"]
+    again.forget("a")
+    again.forget("d")
+    again.compact()  # a clean finish with nothing in flight
+    assert not (run / INFLIGHT).exists()
+    store.close()

@@ -308,6 +308,7 @@ def run_eval(
             md += f"\n{len(open_failures)} items failed (not scored): see failures.jsonl\n"
         (store.path / "summary.md").write_text(md)
         store.write_stats(payload)
+        store.close()  # release the run directory's lock
     return summary, store.path
 
 

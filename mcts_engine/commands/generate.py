@@ -28,7 +28,7 @@ def generate(
 ) -> None:
     """Search grounded reasoning chains with a teacher VLM and store every tree."""
     from ..config import ConfigError, build_run_config, load_recipe
-    from ..generate import Aborted, default_data, run_generate
+    from ..generate import Aborted, Interrupted, default_data, run_generate
     from ..samples import SampleLoadError
     from ..store import RunError
     from ..tasks import task_names
@@ -71,6 +71,9 @@ def generate(
         stats = run_generate(cfg, out_dir, force=force, progress=progress)
     except (TeacherUnavailable, RunError, SampleLoadError, Aborted, ValueError) as exc:
         fail(str(exc))
+    except Interrupted as exc:  # SIGINT/SIGTERM: the trees in flight were checkpointed first
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished samples are saved in {out_dir}; rerun the same command to resume", err=True)
         raise typer.Exit(130) from None

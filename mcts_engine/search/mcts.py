@@ -155,11 +155,15 @@ class TreeSearch:
         verify: Callable[[str | None], Verdict],
         observe: Callable[[Point], tuple[Observation, dict]] | None = None,
         max_errors: int = 3,
+        states: dict[int, PromptState] | None = None,
+        counters: SearchCounters | None = None,
     ) -> None:
         """``verify`` scores a final answer; ``observe`` (multi-turn only) runs the zoom environment
         for a step's point and returns the observation and its JSON record for the node. It runs on a
         worker thread, except for a teacher that sets ``replays_in_order`` (the seeded sim teacher,
-        whose replies depend on the order of requests): then inline, so a seeded run is reproducible."""
+        whose replies depend on the order of requests): then inline, so a seeded run is reproducible.
+        ``states`` and ``counters`` continue a checkpointed search (``search.resume``): the prompt state of
+        every non-terminal node of ``tree`` and the counters so far (the budget left is what they leave)."""
         self.tree = tree
         self.observe = observe
         self._observe_inline = observes_inline(teacher)
@@ -167,8 +171,8 @@ class TreeSearch:
         self.cfg = cfg
         self.verify = verify  # (answer: str | None) -> Verdict
         self.max_errors = max_errors
-        self.counters = SearchCounters()
-        self.states: dict[int, PromptState] = {0: root_state}
+        self.counters = counters if counters is not None else SearchCounters()
+        self.states: dict[int, PromptState] = {**(states or {}), 0: root_state}
         self._expanding: dict[int, asyncio.Event] = {}  # node id -> set when its expansion request is done
         self.last_error: str | None = None
 
