@@ -28,16 +28,15 @@ def _png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (300, 
 
 @pytest.fixture()
 def counted(monkeypatch):
-    """Count (and slow down) the real encodes, so sharing and waiting are visible."""
+    """Count the real encodes (one per preparation)."""
     calls: list[int] = []
     real = samples_mod.encode_image
 
-    def slow(img, **kw):
+    def counting(img, **kw):
         calls.append(1)
-        time.sleep(0.05)
         return real(img, **kw)
 
-    monkeypatch.setattr(samples_mod, "encode_image", slow)
+    monkeypatch.setattr(samples_mod, "encode_image", counting)
     return calls
 
 
