@@ -53,7 +53,12 @@ def test_bundled_sample_run_writes_a_complete_run_directory(tmp_path):
         img = Image.open(out / rec["images"][0]["file"])
         assert img.size == (tree.frame.width, tree.frame.height)
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["finished"] == 5 and 0 <= stats["solve_rate"] <= 1 and stats["calls"] > 0
+    # the run's totals are the sums over its records
+    solved = sum(bool(r["solved"]) for r in recs)
+    assert (stats["finished"], stats["failed"], stats["solved"]) == (5, 0, solved) and stats["solve_rate"] == solved / 5
+    for key in ("calls", "choices", "prompt_tokens", "completion_tokens"):
+        assert stats[key] == sum(r["stats"][key] for r in recs) > 0, key
+    assert stats["nodes"] == sum(len(r["nodes"]) for r in recs)
 
 
 def test_seeded_sim_runs_are_reproducible(tmp_path):
