@@ -104,7 +104,16 @@ def smart_resize(
 
 
 def frame_for(width: int, height: int, max_pixels: int, min_pixels: int = 56 * 56, factor: int = 28) -> Frame:
+    """The frame the model sees a ``width`` x ``height`` image in (:func:`smart_resize`).
+
+    The image is sent at this size and the model's processor applies the same rule to it again, which
+    refuses an aspect ratio over 200: rounding a short side (e.g. 41 px) down to one ``factor`` can push a
+    frame past that from inputs with a ratio above ~105, so such an image is refused here, in one line."""
     h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    if max(h, w) / min(h, w) > 200:
+        raise ValueError(
+            f"image {width}x{height} would become a {w}x{h} frame, an aspect ratio over 200 that the model's processor refuses"
+        )
     return Frame(width=w, height=h, orig_width=width, orig_height=height)
 
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from mcts_engine.commands.demo import demo
 from mcts_engine.environment import format_tool_call
+from mcts_engine.testing.refused_port import refused_url
 
 runner = CliRunner()
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -128,6 +129,7 @@ def test_demo_bad_input_is_a_one_line_error(tmp_path):
     res = run_demo("--image", str(VSTAR_IMAGE), "--query", "q", "--choices", "red|blue", "--answer", "purple", "--teacher", "sim",
                    "--out", str(tmp_path / "x.html"))
     assert res.exit_code == 2 and "--answer" in res.output
-    res = run_demo("--image", str(VSTAR_IMAGE), "--query", "q", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
-                   "--out", str(tmp_path / "x.html"))
+    with refused_url() as dead:
+        res = run_demo("--image", str(VSTAR_IMAGE), "--query", "q", "--base-url", dead, "--model", "m",
+                       "--out", str(tmp_path / "x.html"))
     assert res.exit_code == 2 and "error:" in res.output and not (tmp_path / "x.html").exists()

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from statistics import NormalDist, fmean, variance
 
 import pyarrow.parquet as pq
 import pytest
@@ -43,6 +45,51 @@ def test_generate_then_export_every_task(task, tmp_path):
     assert rows == 3
 
 
+Z = NormalDist().inv_cdf(0.975)  # the two-sided 95 % normal quantile, from the standard library
+
+
+def item_scores(recs: list[dict], circular: bool) -> list[float]:
+    """Per item: the share of its K samples that are correct (under every rotation when circular)."""
+    out = []
+    for r in recs:
+        variants = r["variants"] if circular else r["variants"][:1]
+        k = len(variants[0]["outputs"])
+        out.append(sum(all(v["outputs"][j]["correct"] for v in variants) for j in range(k)) / k)
+    return out
+
+
+def assert_overall_matches_the_records(s: dict, recs: list[dict], macro_key: str | None) -> None:
+    """The headline and its interval, recomputed from trees.jsonl without mcts_engine.eval."""
+    scores = item_scores(recs, s["circular"])
+    o = s["overall"]
+    lo, hi = o["ci95"]
+    if macro_key is None:
+        # Micro mean of 0/1 items: Wilson's score interval, checked by its definition (the bounds are the
+        # proportions p where the score test is exactly at the edge: n (p_hat - p)^2 = z^2 p (1 - p)).
+        assert set(scores) <= {0.0, 1.0} and o["method"] == "wilson"
+        n, p_hat = len(scores), sum(scores) / len(scores)
+        assert o["n"] == n and o["mean"] == pytest.approx(p_hat, abs=1e-12)
+        for bound, clipped in ((lo, 0.0), (hi, 1.0)):
+            if bound == clipped:
+                assert p_hat == clipped  # Wilson touches 0 (1) only when no (every) item is right
+            else:
+                assert n * (p_hat - bound) ** 2 == pytest.approx(Z * Z * bound * (1 - bound), rel=1e-9, abs=1e-12)
+        assert lo < p_hat < hi or p_hat in (lo, hi)
+        return
+    # Macro mean over the values of `macro_key`: normal interval with Var = sum_g s_g^2 / n_g / G^2
+    # (a one-item group counts s^2 = 0.25, the binary worst case).
+    groups: dict[str, list[float]] = {}
+    for r, x in zip(recs, scores):
+        groups.setdefault(r["groups"][macro_key], []).append(x)
+    g = len(groups)
+    mean = sum(fmean(v) for v in groups.values()) / g
+    var = sum((variance(v) if len(v) > 1 else 0.25) / len(v) for v in groups.values()) / g**2
+    half = Z * math.sqrt(var)
+    assert o["method"] == "macro-normal" and o["n"] == len(scores) and g >= 2
+    assert o["mean"] == pytest.approx(mean, abs=1e-12)
+    assert lo == pytest.approx(max(0.0, mean - half), abs=1e-12) and hi == pytest.approx(min(1.0, mean + half), abs=1e-12)
+
+
 @pytest.mark.parametrize(
     "task, group_key",
     [("sat2", "question_type"), ("blink", "sub_task"), ("vstar", "category"), ("screenspot", "platform+ui_type"),
@@ -65,8 +112,7 @@ def test_eval_every_task_with_the_sim_teacher(task, group_key, tmp_path):
     assert s["items"] == 6 and group_key in s["groups"]
     assert s["format_check"]["outputs"] == sum(len(r["variants"]) for r in recs)
     assert s["format_check"]["grammar_broken"] == 0
-    lo, hi = s["overall"]["ci95"]
-    assert lo <= s["overall"]["mean"] <= hi
+    assert_overall_matches_the_records(s, recs, macro_key="sub_task" if task == "blink" else None)
     if task == "sat2":  # circular: one request per rotation of the options
         assert s["circular"] and all(len(r["variants"]) == len(r["sample"]["choices"]) for r in recs)
         assert s["overall"]["mean"] <= s["vanilla"]["mean"]

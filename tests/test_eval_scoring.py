@@ -42,6 +42,18 @@ def test_wilson_by_hand():
     assert hi == 1.0 and lo == pytest.approx(0.675592, abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    "successes, n, low, high",
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion: comparison of seven
+    # methods", Statistics in Medicine 17:857-872, worked examples, method 3 (score interval, no continuity
+    # correction), printed to 4 decimals.
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_wilson_matches_published_values(successes, n, low, high):
+    lo, hi = wilson(successes, n)
+    assert round(lo, 4) == low and round(hi, 4) == high
+
+
 def test_estimate_binary_uses_wilson_and_fractions_use_normal():
     e = estimate([1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
     assert (e.n, e.mean, e.method) == (10, 0.7, "wilson") and e.low == pytest.approx(0.396780, abs=1e-5)
@@ -150,4 +162,14 @@ def test_format_counts_and_markdown():
     md = render_markdown(s)
     assert "| **overall**" in md and "grammar broken 1" in md and "25.0" in md
     d = s.to_dict()
-    assert d["format_check"]["outputs"] == 4 and d["overall"]["ci95"][0] <= d["overall"]["mean"] <= d["overall"]["ci95"][1]
+    # One item whose K = 4 samples are 1 of 4 right: item score 0.25, not 0/1, so the normal interval; with a
+    # single item the sample deviation is taken as 0 (n < 2), so the interval is the point itself.
+    assert d["format_check"]["outputs"] == 4
+    assert d["overall"] == {"n": 1, "mean": 0.25, "ci95": [0.25, 0.25], "method": "normal"}
+
+
+def test_summary_dict_carries_the_wilson_interval_of_the_items():
+    recs = [rec(str(i), {}, [i < 7]) for i in range(10)]  # 7 of 10 items right
+    d = summarize(recs, EvalSpec()).to_dict()
+    assert d["overall"]["n"] == 10 and d["overall"]["mean"] == 0.7 and d["overall"]["method"] == "wilson"
+    assert d["overall"]["ci95"] == pytest.approx([0.396780, 0.892209], abs=1e-5)  # test_wilson_by_hand's 7/10

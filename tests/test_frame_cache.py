@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -27,16 +28,15 @@ def _png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (300, 
 
 @pytest.fixture()
 def counted(monkeypatch):
-    """Count (and slow down) the real encodes, so sharing and waiting are visible."""
+    """Count the real encodes (one per preparation)."""
     calls: list[int] = []
     real = samples_mod.encode_image
 
-    def slow(img, **kw):
+    def counting(img, **kw):
         calls.append(1)
-        time.sleep(0.05)
         return real(img, **kw)
 
-    monkeypatch.setattr(samples_mod, "encode_image", slow)
+    monkeypatch.setattr(samples_mod, "encode_image", counting)
     return calls
 
 
@@ -84,16 +84,50 @@ def test_least_recently_used_is_dropped(tmp_path, counted):
     assert len(counted) == 4
 
 
-def test_threads_asking_at_once_share_one_preparation(tmp_path, counted):
+def test_threads_asking_at_once_share_one_preparation(tmp_path, monkeypatch):
+    """Eight requests for one image provably in flight together: the first is held inside the preparation
+    until the seven others are waiting for its result (on the cache's per-key event), so the test cannot pass
+    by threads running one after another; then the preparation has run once and all share its result."""
     img = str(_png(tmp_path / "a.png", (10, 20, 30)))
+    cond = threading.Condition()
+    state = {"preparing": 0, "waiting": 0}
+    release = threading.Event()
+    real = samples_mod.load_frame
+
+    def held(*args, **kw):
+        with cond:
+            state["preparing"] += 1
+            cond.notify_all()
+        assert release.wait(30), "the test never released the preparation"
+        return real(*args, **kw)
+
+    class CountedEvent(threading.Event):  # the per-key "being prepared" event the cache makes
+        def wait(self, timeout=None):
+            with cond:
+                state["waiting"] += 1
+                cond.notify_all()
+            return super().wait(timeout)
+
+    monkeypatch.setattr(samples_mod, "load_frame", held)
+    monkeypatch.setattr(samples_mod, "threading", types.SimpleNamespace(Lock=threading.Lock, Event=CountedEvent))
     cache = FrameCache()
     got: list[object] = []
-    threads = [threading.Thread(target=lambda: got.append(cache.get(img, None, MAXP, MINP, "png"))) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(counted) == 1 and len(got) == 8 and all(g is got[0] for g in got)
+    threads = [threading.Thread(target=lambda: got.append(cache.get(img, None, MAXP, MINP, "png")), daemon=True)
+               for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        with cond:  # until all eight are in flight, or a second preparation started
+            settled = cond.wait_for(lambda: state["preparing"] + state["waiting"] >= 8 or state["preparing"] > 1, 10)
+            in_flight = dict(state)
+    finally:
+        release.set()
+        for t in threads:
+            t.join(10)
+    assert settled, f"requests did not wait for the one preparation in flight: {state}"
+    assert in_flight == {"preparing": 1, "waiting": 7}  # one held inside the preparation, seven waiting on it
+    assert len(got) == 8 and all(g is got[0] for g in got)
+    assert (cache.misses, cache.hits) == (1, 7)
 
 
 def test_failures_are_not_kept_and_every_asker_gets_the_reason(tmp_path):

@@ -22,7 +22,7 @@ def digest(d: Path) -> dict[str, str]:
 def test_rendering_is_deterministic(tmp_path):
     for name in ("a", "b"):
         subprocess.run([sys.executable, str(SCRIPT), "--tasks", "blink,screenspot,web_action", "--out", str(tmp_path / name)],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, timeout=120)
     for task in ("blink", "screenspot", "web_action"):
         a, b = digest(tmp_path / "a" / f"{task}_sample"), digest(tmp_path / "b" / f"{task}_sample")
         assert a and a == b

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 import types
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from mcts_engine.grounding import parse_step
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.teachers import make_teacher
 from mcts_engine.teachers.base import PromptState, SampleContext, TeacherUnavailable, Turn
+from mcts_engine.teachers.vllm_local import INSTALL_HINT
 
 
 def _cfg(**kw) -> TeacherConfig:
@@ -32,13 +34,28 @@ def test_missing_vllm_is_one_clear_line(monkeypatch):
     assert "vllm serve" in msg and "--teacher openai" in msg
 
 
-def test_vllm_module_not_importable_here():
-    # The guard is the only thing that can run in this environment; keep the test honest.
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return
-    pytest.skip("vllm is installed in this environment")
+def test_the_real_import_is_guarded_where_vllm_is_absent():
+    # Nothing patched: the teacher's own `import vllm` fails here and must come back as the one-line hint.
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed in this environment: the unpatched guard cannot be exercised")
+    assert "vllm" not in sys.modules
+    with pytest.raises(TeacherUnavailable) as ei:
+        make_teacher(_cfg())
+    assert str(ei.value) == INSTALL_HINT
+
+
+def test_installed_vllm_missing_a_dependency_names_the_dependency(monkeypatch, tmp_path):
+    # A `vllm` package that imports but lacks one of its own dependencies (a half-broken install).
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text("import mcts_engine_absent_dependency_for_test\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    with pytest.raises(TeacherUnavailable) as ei:
+        make_teacher(_cfg())
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert msg == f"vllm is installed but cannot be imported (missing 'mcts_engine_absent_dependency_for_test'); {INSTALL_HINT}"
+    assert "vllm" not in sys.modules  # a failed import leaves nothing half-initialised behind
 
 
 # --------------------------------------------------------------------------------------------
