@@ -120,6 +120,13 @@ def scripted_reply(view: PromptView, index: int, rng: random.Random) -> str:
     return f"<think> Step {view.steps + 1}: I look at the region that matters for the question around ({x}, {y}). </think>"
 
 
+def token_logprobs(text: str, seed: str) -> dict[str, Any]:
+    """A chat-completion choice's ``logprobs`` as vLLM sends them when asked: one entry per token (here:
+    4 characters) with a seeded log-probability in (−2, 0]."""
+    rng = random.Random(seed)
+    return {"content": [{"token": text[k : k + 4], "logprob": -2.0 * rng.random()} for k in range(0, len(text), 4)]}
+
+
 def finish_text(text: str, stops: list[str], max_tokens: int | None) -> tuple[str, str, str | None, int]:
     """Apply vLLM's stop handling: cut at the earliest stop string (excluded) and report it; a reply
     longer than ``max_tokens`` (≈ 4 characters per token) is truncated with ``finish_reason = length``.
@@ -403,7 +410,7 @@ class StubServer:
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": out, "tool_calls": []},
-                    "logprobs": None,
+                    "logprobs": token_logprobs(out, f"{cfg.seed}:{index}:{i}") if body.get("logprobs") else None,
                     "finish_reason": finish,
                     "stop_reason": stop_reason,
                 }
