@@ -170,7 +170,10 @@ def fault_specs(cfg: StubConfig) -> tuple[FaultSpec, ...]:
 
 
 class StubServer:
-    def __init__(self, config: StubConfig | None = None, host: str = "127.0.0.1", port: int = 0, **overrides: Any) -> None:
+    def __init__(
+        self, config: StubConfig | None = None, host: str = "127.0.0.1", port: int = 0, tls: Any = None, **overrides: Any
+    ) -> None:
+        """``tls``: an ``ssl.SSLContext`` (server side) to serve HTTPS instead of HTTP."""
         cfg = config or StubConfig()
         for k, v in overrides.items():
             if not hasattr(cfg, k):
@@ -182,6 +185,7 @@ class StubServer:
         self.faults = FaultPlan(fault_specs(cfg), cfg.seed)
         self.host = host
         self.port = port
+        self.tls = tls
         self.stats = StubStats()
         self.last_headers: dict[str, str] = {}
         self._server: asyncio.base_events.Server | None = None
@@ -192,7 +196,7 @@ class StubServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/v1"
 
     def reset(self) -> None:
         inflight, decoding = self.stats.inflight, self.stats.decoding
@@ -202,7 +206,9 @@ class StubServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(max(1, self.cfg.capacity))
-        self._server = await asyncio.start_server(self._on_conn, self.host, self.port, backlog=4096, limit=1 << 20)
+        self._server = await asyncio.start_server(
+            self._on_conn, self.host, self.port, backlog=4096, limit=1 << 20, ssl=self.tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
