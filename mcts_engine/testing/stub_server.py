@@ -463,30 +463,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0, help="per-choice decode time (holds one slot)")
     ap.add_argument("--jitter", type=float, default=0.0, help="latency × uniform(1-j, 1+j)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fail-first", type=int, default=0)
-    ap.add_argument("--fail-status", type=int, default=500)
-    ap.add_argument("--hang-first", type=int, default=0)
-    ap.add_argument("--hang-s", type=float, default=30.0)
-    ap.add_argument("--malformed", choices=MALFORMED_KINDS, default=None)
-    ap.add_argument("--malformed-first", type=int, default=1 << 62)
     ap.add_argument("--faults", default="", help=f"fault plan, e.g. '5xx=10%%,hang=5%%,reset=2%%,malformed=5%%' or "
                     f"'429=first:3' (kinds: {', '.join(FAULT_KINDS)})")
+    ap.add_argument("--fail-status", type=int, default=500, help="status of injected 5xx faults")
+    ap.add_argument("--hang-s", type=float, default=30.0, help="how long an injected hang waits")
     ap.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After of injected 429 replies")
     ap.add_argument("--ready-file", default=None, help="write the bound port here once listening")
     args = ap.parse_args(argv)
     cfg = StubConfig(
-        models=tuple(args.models or ["stub-model"]),
-        capacity=args.capacity,
-        latency_s=args.latency_ms / 1000.0,
-        jitter=args.jitter,
-        seed=args.seed,
-        fail_first=args.fail_first,
-        fail_status=args.fail_status,
-        hang_first=args.hang_first,
-        hang_s=args.hang_s,
-        malformed=args.malformed,
-        malformed_first=args.malformed_first,
-        faults=args.faults,
+        models=tuple(args.models or ["stub-model"]), capacity=args.capacity, latency_s=args.latency_ms / 1000.0,
+        jitter=args.jitter, seed=args.seed, faults=args.faults, fail_status=args.fail_status, hang_s=args.hang_s,
         retry_after_s=args.retry_after_s,
     )
     try:
