@@ -61,9 +61,9 @@ def test_each_fault_mode_is_retried_and_the_request_then_succeeds(kind):
         t = _teacher(srv.url, max_retries=3, concurrency=1)
         replies = asyncio.run(_many(t, 3, 2))
         assert srv.stats.faults == {kind: 2}
-        expected_retries = 0 if kind in WIRE_OK else 2
-        assert srv.stats.chat_requests == 3 + expected_retries
-    assert t.retried == expected_retries and t.failed == 0
+        assert srv.stats.chat_requests == 3 + (0 if kind in WIRE_OK else 2)
+    # a reset before any reply byte is first sent once more at once (it may be a stale keep-alive connection)
+    assert t.retried == {"reset": 1, **{k: 0 for k in WIRE_OK}}.get(kind, 2) and t.failed == 0
     for k, reply in enumerate(replies):
         assert not isinstance(reply, BaseException), reply
         assert [c.text for c in reply.choices] == [f"<answer> marker-{k} </answer>"] * 2

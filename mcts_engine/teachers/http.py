@@ -9,10 +9,14 @@ replies, bytes a server sends beyond ``Content-Length`` — and speaks TLS and H
   lets go first instead of racing the server's close).
 - **TLS**: the system's trusted CAs (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured, read when the teacher is
   built) plus ``teacher.ca_file`` when set (a PEM bundle, e.g. the CA of a self-signed gateway).
-- **Proxies**: ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` from the environment (``trust_env``); a SOCKS
-  proxy (``socks5://`` / ``socks4://`` in ``ALL_PROXY`` or the scheme's variable) goes through the optional
-  ``aiohttp-socks`` package (``pip install 'mcts-engine[socks]'``); without it the teacher refuses to start
-  with one line naming the extra.
+- **Proxies** from the environment, resolved once per server when the transport is built (the scheme's
+  ``HTTP_PROXY`` / ``HTTPS_PROXY``, else ``ALL_PROXY``; ``NO_PROXY`` bypasses): an HTTP proxy is passed to
+  each request; a SOCKS proxy (``socks5://`` / ``socks4://``) goes through the optional ``aiohttp-socks``
+  package (``pip install 'mcts-engine[socks]'``); without it the teacher refuses to start with one line
+  naming the extra. (Not aiohttp's ``trust_env``: it looks the environment and ``~/.netrc`` up again on a
+  worker thread for every request — measured here as most of the client's CPU — and ignores ``ALL_PROXY``.)
+- **No cookies** (``DummyCookieJar``): an API server sets none worth keeping, and filtering a jar costs
+  CPU on every request.
 - **Timeouts**: ``timeout_s`` bounds a whole request (connect, send, the server's work, the reply);
   connecting alone is bounded by ``min(timeout_s, 10)`` seconds.
 - **Failures** become :class:`RequestFailed` with a kind (``timeout`` | ``connect`` | ``protocol``) and a
@@ -25,14 +29,17 @@ A reply is returned whatever its status; whether to retry is decided by ``retry.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
 
 from .urls import public_url
 
@@ -83,25 +90,25 @@ def env_proxy(url: str) -> str | None:
     return proxy
 
 
-def socks_proxy(url: str) -> str | None:
-    """The SOCKS proxy the environment sets for ``url``, or None (no proxy, or an HTTP one)."""
-    proxy = env_proxy(url)
-    return proxy if proxy and urlsplit(proxy).scheme.lower().startswith("socks") else None
+def is_socks(proxy: str | None) -> bool:
+    return bool(proxy) and urlsplit(proxy).scheme.lower().startswith("socks")  # type: ignore[arg-type]
 
 
-def _socks_missing(proxy: str) -> str:
-    return f"the environment sets a SOCKS proxy ({public_url(proxy)}) for the teacher; SOCKS needs an extra: {SOCKS_EXTRA}"
-
-
-def _socks_connector(proxy: str, limit: int, ctx: ssl.SSLContext | None) -> Any:
+def _socks_connector_class(proxy: str) -> Any:
     try:
         from aiohttp_socks import ProxyConnector
     except ImportError:
-        raise TransportConfigError(_socks_missing(proxy)) from None
-    kw: dict[str, Any] = {"limit": limit, "keepalive_timeout": KEEPALIVE_S}
-    if ctx is not None:
-        kw["ssl"] = ctx
-    return ProxyConnector.from_url(proxy, rdns=True, **kw)
+        raise TransportConfigError(
+            f"the environment sets a SOCKS proxy ({public_url(proxy)}) for the teacher; SOCKS needs an extra: {SOCKS_EXTRA}"
+        ) from None
+    return ProxyConnector
+
+
+def _http_proxy(proxy: str) -> tuple[str, aiohttp.BasicAuth | None]:
+    """An HTTP proxy URL without its credentials, and them as Basic auth for the proxy."""
+    auth_url = urlsplit(proxy)
+    auth = aiohttp.BasicAuth(unquote(auth_url.username or ""), unquote(auth_url.password or "")) if auth_url.username else None
+    return public_url(proxy), auth
 
 
 class HTTPTransport:
@@ -109,29 +116,33 @@ class HTTPTransport:
 
     Built (and checked: CA file, SOCKS extra) eagerly, bound to an event loop lazily: the session is made
     on the first request in a running loop and rebuilt when a later call runs in another loop.
-    ``urls`` are the servers WITHOUT credentials."""
+    ``urls`` are the servers WITHOUT credentials; ``headers[i]`` go with every request to server ``i``.
+    Request URLs and headers are built once (``yarl.URL``, ``CIMultiDict``), not per request."""
 
-    def __init__(self, urls: list[str], concurrency: int, timeout_s: float, ca_file: str | None = None) -> None:
+    def __init__(
+        self, urls: list[str], headers: list[dict[str, str]], concurrency: int, timeout_s: float, ca_file: str | None = None
+    ) -> None:
         if timeout_s <= 0:
             raise TransportConfigError(f"teacher.timeout_s must be > 0, got {timeout_s:g}")
         self.urls = urls
+        self._headers = [CIMultiDict(h) for h in headers]
+        self._targets: dict[tuple[int, str], URL] = {}
         self.limit = max(1, concurrency)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, CONNECT_TIMEOUT_S))
         self.timeout_s = timeout_s
         self._ssl = ssl_context(ca_file) if (ca_file or any(u.startswith("https:") for u in urls)) else None
-        self._socks = [socks_proxy(u) for u in urls]
+        proxies = [env_proxy(u) for u in urls]
+        self._socks = [p if is_socks(p) else None for p in proxies]  # per server: its SOCKS proxy, or None
         for proxy in {p for p in self._socks if p}:
-            self._check_socks(proxy)
+            _socks_connector_class(proxy)  # the extra is there, or one line now
+        # per server: the keyword arguments of its requests (an HTTP proxy and its credentials)
+        self._kw: list[dict[str, Any]] = []
+        for p in proxies:
+            proxy, auth = _http_proxy(p) if p and not is_socks(p) else (None, None)
+            self._kw.append({"proxy": proxy, "proxy_auth": auth} if proxy else {})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: list[aiohttp.ClientSession] = []  # per server: the session that reaches it
         self._own: list[aiohttp.ClientSession] = []  # distinct sessions (closed by aclose)
-
-    @staticmethod
-    def _check_socks(proxy: str) -> None:
-        try:
-            import aiohttp_socks  # noqa: F401
-        except ImportError:
-            raise TransportConfigError(_socks_missing(proxy)) from None
 
     def _bind(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,15 +154,14 @@ class HTTPTransport:
         for proxy in self._socks:
             session = by_route.get(proxy)
             if session is None:
-                if proxy:
-                    connector = _socks_connector(proxy, self.limit, self._ssl)
+                kw: dict[str, Any] = {"limit": self.limit, "keepalive_timeout": KEEPALIVE_S}
+                kw["ssl"] = self._ssl if self._ssl is not None else True
+                if proxy:  # the SOCKS proxy lives in the connector
+                    connector = _socks_connector_class(proxy).from_url(proxy, rdns=True, **kw)
                 else:
-                    connector = aiohttp.TCPConnector(
-                        limit=self.limit, keepalive_timeout=KEEPALIVE_S, ssl=self._ssl if self._ssl is not None else True
-                    )
-                # SOCKS routes carry their proxy in the connector; plain ones take HTTP(S)_PROXY from the env
+                    connector = aiohttp.TCPConnector(**kw)
                 session = by_route[proxy] = aiohttp.ClientSession(
-                    connector=connector, timeout=self.timeout, trust_env=proxy is None, auto_decompress=True
+                    connector=connector, timeout=self.timeout, cookie_jar=aiohttp.DummyCookieJar()
                 )
             sessions.append(session)
         self._sessions = sessions
@@ -164,28 +174,39 @@ class HTTPTransport:
         for s in own:
             try:
                 if not s.closed and s.connector is not None:
-                    s.connector._close()  # type: ignore[attr-defined]  # no loop left to await close() in
+                    s.connector._close()  # type: ignore[attr-defined]  # close()'s synchronous half: no loop to await in
             except Exception:  # noqa: BLE001 - a transport whose loop is closed
                 pass
-            s._connector = None  # type: ignore[attr-defined]  # closed above; silences the unclosed warning
 
-    async def post(self, i: int, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
-        """POST ``body`` to ``url`` (server ``i``): ``(status, headers, body)`` of the complete reply, or
+    def _target(self, i: int, path: str) -> URL:
+        url = self._targets.get((i, path))
+        if url is None:
+            url = self._targets[(i, path)] = URL(self.urls[i] + path)
+        return url
+
+    async def post(self, i: int, path: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """POST ``body`` to server ``i``'s ``path``: ``(status, headers, body)`` of the complete reply, or
         :class:`RequestFailed`. Reply headers are case-insensitive."""
         self._bind()
-        try:
-            async with self._sessions[i].post(url, data=body, headers=headers) as resp:
-                return resp.status, resp.headers, await resp.read()
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _failure(exc, url, self.timeout_s) from None
+        url = self._target(i, path)
+        for again in (True, False):
+            try:
+                async with self._sessions[i].post(url, data=body, headers=self._headers[i], **self._kw[i]) as resp:
+                    return resp.status, resp.headers, await resp.read()
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if again and _stale(exc):
+                    continue  # a kept-alive connection the server had closed: once more, not counted as a retry
+                raise _failure(exc, url, self.timeout_s) from None
+        raise AssertionError("unreachable")
 
-    async def get(self, i: int, url: str, headers: Mapping[str, str], timeout_s: float) -> tuple[int, Mapping[str, str], bytes]:
-        """GET ``url`` (server ``i``) within ``min(timeout_s, teacher.timeout_s)`` seconds; as :meth:`post`."""
+    async def get(self, i: int, path: str, timeout_s: float) -> tuple[int, Mapping[str, str], bytes]:
+        """GET server ``i``'s ``path`` within ``min(timeout_s, teacher.timeout_s)`` seconds; as :meth:`post`."""
         self._bind()
+        url = self._target(i, path)
         t = min(timeout_s, self.timeout_s)
         timeout = aiohttp.ClientTimeout(total=t, sock_connect=min(t, CONNECT_TIMEOUT_S))
         try:
-            async with self._sessions[i].get(url, headers=headers, timeout=timeout) as resp:
+            async with self._sessions[i].get(url, headers=self._headers[i], timeout=timeout, **self._kw[i]) as resp:
                 return resp.status, resp.headers, await resp.read()
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _failure(exc, url, t) from None
@@ -202,9 +223,24 @@ class HTTPTransport:
             self._drop()
 
 
-def _failure(exc: BaseException, url: str, timeout_s: float) -> RequestFailed:
+def _stale(exc: BaseException) -> bool:
+    """Whether the connection was gone before any byte of a reply came back: the request could not be
+    written, or the connection closed or was reset with no reply. On a kept-alive connection that is the
+    keep-alive race (the server closed it between two requests); the request is then sent once more at
+    once, not counted as a retry (RFC 9112 §9.3.1; re-asking a completion has no side effect). aiohttp
+    does not say whether the connection was a reused one, so a fresh connection reset by the server gets
+    the same one extra try before the retry rules take over. Timeouts, refused connections and bodies cut
+    short are never this."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    if not isinstance(exc, aiohttp.ClientOSError) or isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    return exc.errno in (errno.ECONNRESET, errno.EPIPE) or "Can not write request body" in str(exc)
+
+
+def _failure(exc: BaseException, url: URL, timeout_s: float) -> RequestFailed:
     """One attempt's failure as a kind and one line naming the server (never its credentials)."""
-    where = public_url(url)
+    where = public_url(str(url))
     cause = one_line(exc, 200) or type(exc).__name__
     if isinstance(exc, asyncio.TimeoutError):
         return RequestFailed("timeout", f"request to {where} timed out after {timeout_s:g}s")
@@ -215,4 +251,4 @@ def _failure(exc: BaseException, url: str, timeout_s: float) -> RequestFailed:
     return RequestFailed("protocol", f"bad reply from {where}: {cause}")  # e.g. an unparsable status line
 
 
-__all__ = ["HTTPTransport", "RequestFailed", "TransportConfigError", "env_proxy", "socks_proxy", "ssl_context"]
+__all__ = ["HTTPTransport", "RequestFailed", "TransportConfigError", "env_proxy", "ssl_context"]

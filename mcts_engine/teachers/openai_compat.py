@@ -97,6 +97,8 @@ def split_tokens(total: int | None, lengths: list[int], finishes: list[str], max
     k = len(lengths)
     if not total or total <= 0 or k == 0:
         return [0] * k
+    if k == 1:  # the common case (a rollout step): no split
+        return [max_tokens if finishes[0] == "length" and max_tokens <= total else total]
     out = [0] * k
     free = list(range(k))
     n_length = sum(1 for f in finishes if f == "length")
@@ -231,7 +233,7 @@ class OpenAITeacher:
         if self._http is None:
             c = self.cfg
             try:
-                self._http = HTTPTransport(self.urls, c.concurrency, c.timeout_s, c.ca_file)
+                self._http = HTTPTransport(self.urls, self._headers, c.concurrency, c.timeout_s, c.ca_file)
             except TransportConfigError as exc:
                 raise TeacherUnavailable(str(exc)) from None
         return self._http
@@ -278,7 +280,7 @@ class OpenAITeacher:
         http = self._ensure()
         for i, url in enumerate(self.urls):
             try:
-                status, _, content = await http.get(i, url + "/models", self._headers[i], CHECK_TIMEOUT_S)
+                status, _, content = await http.get(i, "/models", CHECK_TIMEOUT_S)
             except RequestFailed as exc:
                 reason = "timed out" if exc.kind == "timeout" else str(exc).split(": ", 1)[-1]
                 raise TeacherUnavailable(f"cannot reach teacher at {url}: {reason}") from None
@@ -373,7 +375,7 @@ class OpenAITeacher:
                     self.max_inflight = inflight
                 headers: Any = None
                 try:
-                    status, headers, content = await http.post(i, url + "/chat/completions", body, self._headers[i])
+                    status, headers, content = await http.post(i, "/chat/completions", body)
                     if 200 <= status < 300:
                         try:
                             choices, prompt_tokens = parse_reply(content, n, prefill, cfg.max_tokens, cfg.logprobs)
