@@ -165,3 +165,22 @@ def test_generate_under_the_fault_mix_finishes_every_sample_once(tmp_path):
     assert len(ids) == 16 and len(set(ids)) == 16
     assert not (tmp_path / "run" / "failures.jsonl").exists() or not (tmp_path / "run" / "failures.jsonl").read_text().strip()
     assert sum(served.values()) >= 10 and {"5xx", "hang", "reset"} <= set(served)
+
+
+def test_the_waits_between_attempts_follow_the_rules(monkeypatch):
+    """Backoff (with jitter) after 5xx, the server's Retry-After after a 429 — recorded, not slept."""
+    import mcts_engine.teachers.openai_compat as oc
+
+    monkeypatch.setattr("mcts_engine.teachers.retry.INITIAL_RETRY_DELAY", 0.5)  # the real rules again
+    monkeypatch.setattr("mcts_engine.teachers.retry.MAX_RETRY_DELAY", 8.0)
+    waits: list[float] = []
+
+    async def record(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(oc, "_backoff_sleep", record)
+    with StubServer(faults="5xx=first:2,429=first:1", retry_after_s=2) as srv:
+        reply = asyncio.run(_one(_teacher(srv.url, max_retries=3)))
+        assert srv.stats.chat_requests == 4
+    assert len(reply.choices) == 1
+    assert 0.375 <= waits[0] <= 0.5 and 0.75 <= waits[1] <= 1.0 and waits[2] == 2.0

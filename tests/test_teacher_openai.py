@@ -220,10 +220,8 @@ def test_500_after_retries_is_a_one_line_teacher_error():
 
 def test_timeout_is_a_teacher_error():
     with StubServer(hang_first=10, hang_s=5.0) as srv:
-        t0 = time.perf_counter()
         with pytest.raises(TeacherError, match="timed out"):
             run(_complete(_teacher(srv.url, timeout_s=0.3, max_retries=1), PromptState(_ctx()), 2))
-        assert time.perf_counter() - t0 < 4.0
         assert srv.stats.chat_requests == 2  # one retry after the first timeout
 
 
@@ -428,12 +426,19 @@ def test_stop_strings_follow_the_context_and_one_shot():
     assert a.choices[0].text == call
 
 
-def test_retry_after_is_honoured():
+def test_retry_after_is_honoured(monkeypatch):
+    import mcts_engine.teachers.openai_compat as oc
+
+    waits: list[float] = []
+
+    async def record(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(oc, "_backoff_sleep", record)
     with StubServer(fail_first=2, fail_status=503, retry_after_ms=30) as srv:
-        t0 = time.perf_counter()
         reply = run(_complete(_teacher(srv.url, max_retries=3), PromptState(_ctx()), 1))
         assert len(reply.choices) == 1 and srv.stats.chat_requests == 3
-        assert time.perf_counter() - t0 >= 0.06  # two waits of Retry-After-Ms 30 (a lower bound only)
+    assert waits == [0.03, 0.03]  # the server's Retry-After-Ms, not the backoff
 
 
 def test_4xx_is_not_retried():

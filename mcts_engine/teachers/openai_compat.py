@@ -72,6 +72,7 @@ from .urls import parse_base_urls, public_url, split_credentials
 
 HEAD_CACHE_KEY = "openai_compat.head_json"  # SampleContext.cache: the serialized system + user messages
 CHECK_TIMEOUT_S = 30.0  # GET /models before any work
+_backoff_sleep = asyncio.sleep  # the wait before a retry (tests record the delays through it)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -397,4 +398,4 @@ class OpenAITeacher:
             retries += 1
             self.retried += 1
             self.retried_choices += n
-            await asyncio.sleep(delay)
+            await _backoff_sleep(delay)
