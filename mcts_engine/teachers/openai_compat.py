@@ -223,7 +223,7 @@ class OpenAITeacher:
         self.requests = 0  # requests asked (each may take several attempts)
         self.attempts = 0  # attempts sent
         self.retried = 0  # attempts that failed and were retried
-        self.retried_choices = 0  # choices asked by those attempts (the server's work lost to faults)
+        self.retried_choices = 0  # choices those attempts asked for (asked again by the retry)
         self.failed = 0  # requests that raised TeacherError after their retries
         self.prompt_bytes = 0
         self.max_inflight = 0
