@@ -353,7 +353,8 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=500.0, help="per-choice decode time at the stand-in")
     ap.add_argument("--samples", type=int, default=480, help="samples to search (bundled set repeated)")
     ap.add_argument("--faults", nargs="?", const=DEFAULT_FAULTS, default="",
-                    help=f"the stand-in's fault plan (bare --faults: {DEFAULT_FAULTS!r}; see mcts_engine/testing/faults.py)")
+                    help=f"the stand-in's fault plan (bare --faults: {DEFAULT_FAULTS.replace('%', '%%')!r}; "
+                         "see mcts_engine/testing/faults.py)")
     ap.add_argument("--hang-s", type=float, default=30.0, help="how long an injected hang waits (past --timeout-s)")
     ap.add_argument("--timeout-s", type=float, default=0.0, help="teacher.timeout_s (default 120, or 5 with --faults)")
     ap.add_argument("--max-retries", type=int, default=None, help="teacher.max_retries (default 0, or 3 with --faults)")
@@ -370,6 +371,13 @@ def main() -> None:
         image_prep(repeats=7)
         return
 
+    if args.faults:
+        from mcts_engine.testing.faults import FaultPlan, parse_faults
+
+        try:
+            FaultPlan(parse_faults(args.faults))
+        except ValueError as exc:
+            raise SystemExit(f"bench_generate: --faults: {exc}") from None
     workdir = Path(tempfile.mkdtemp(prefix="bench_generate_"))
     data = make_samples(args.samples, workdir)
     rows = []
