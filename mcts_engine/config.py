@@ -37,7 +37,7 @@ class TeacherConfig:
     max_tokens: int = 256  # per step
     concurrency: int = 64  # requests in flight
     timeout_s: float = 300.0  # per request
-    max_retries: int = 3  # on connection errors, 408/409/429/5xx, with backoff (the openai client's)
+    max_retries: int = 3  # retries of a failed request (teachers/retry.py: connection errors, timeouts, malformed replies, 408/409/429/5xx)
     prompt_style: str = "continue"  # continue: vLLM continue_final_message; plain: steps as assistant turns
     max_pixels: int = 1280 * 28 * 28  # the teacher's frame; points live in it
     min_pixels: int = 56 * 56
@@ -47,11 +47,7 @@ class TeacherConfig:
     jpeg_quality: int = 90  # when a frame (or a multi-turn crop) is sent as JPEG
     extra_body: dict[str, Any] = field(default_factory=dict)  # passed through to the server
     logprobs: bool = False  # ask the server for the sampled tokens' log-probs (Continuation.logprob)
-    # HTTP path of the openai backend: direct = requests sent on a lean keep-alive pool, retries and
-    # backoff decided by the AsyncOpenAI client's own rules (fastest); lean = AsyncOpenAI's request loop
-    # over the same pool; httpx = AsyncOpenAI on its stock httpx pool (used whenever HTTP(S)_PROXY
-    # applies). See README benchmarks.
-    client: str = "direct"
+    ca_file: str | None = None  # PEM bundle of extra trusted CAs for https teachers (SSL_CERT_FILE also honoured)
     # sim teacher only (a scripted stand-in for demos/tests/benchmarks, never a real model)
     sim_accuracy: float = 0.45  # P(final answer is right) with no annotated region looked at
     sim_latency_s: float = 0.0  # per request
@@ -131,12 +127,17 @@ class RunConfig:
 
     # Keys that do not change what a run computes: excluded from the hash, so resume accepts them.
     _UNHASHED = ("limit", "teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.base_url",
-                 "teacher.api_key_env", "teacher.client", "search.trees_in_flight", "export", "train", "data", "image_root",
+                 "teacher.api_key_env", "teacher.ca_file", "search.trees_in_flight", "export", "train", "data", "image_root",
                  "store")
     _UNHASHED += ("inputs",)  # which rows are refused, not what a finished tree holds
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The resolved config as stored in ``config.json``: teacher URLs without their credentials."""
+        from .teachers.urls import public_urls
+
+        d = asdict(self)
+        d["teacher"]["base_url"] = public_urls(d["teacher"]["base_url"])
+        return d
 
     def hash(self) -> str:
         d = json.loads(json.dumps(self.to_dict(), sort_keys=True, default=str))

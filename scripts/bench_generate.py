@@ -13,7 +13,10 @@ reports:
   teacher client, store) and worker threads (per-sample image load/resize/encode, run via
   ``asyncio.to_thread``), and into user/kernel time;
 - prompt bytes per choice (request bodies ÷ choices) and mean choices per request;
-- requests in flight at the server: time-weighted mean and max.
+- requests in flight at the server: time-weighted mean and max;
+- with ``--faults`` (the stand-in's fault plan, ``mcts_engine/testing/faults.py``): samples done and
+  failed, faults served, requests retried, choices asked by attempts that failed (and choices the server
+  decoded for replies that were then lost), and throughput ÷ ideal counting only the choices delivered.
 
 Samples: the bundled ``data/sat2_sample`` set repeated to ``--samples`` under fresh ids, each repeat with
 its own image file of different content (one pixel changed), so every sample pays the whole image
@@ -21,7 +24,8 @@ preparation; synthesized images if the bundled set is missing.
 
     python scripts/bench_generate.py                       # capacity 256, 500 ms per choice
     python scripts/bench_generate.py --capacity 64 --latency-ms 200 --samples 200
-    python scripts/bench_generate.py --client direct lean  # the default path vs the SDK's request loop
+    python scripts/bench_generate.py --faults              # the issue's fault mix (10 % 5xx, 5 % hangs, ...)
+    python scripts/bench_generate.py --faults '5xx=10%,429=5%' --max-retries 5
     python scripts/bench_generate.py --profile 25          # + the engine's top functions by CPU
     python scripts/bench_generate.py --image-prep          # per-sample image preparation, by stage
 """
@@ -49,12 +53,17 @@ def _http(url: str, method: str = "GET") -> dict:
         return json.loads(resp.read())
 
 
-def start_stub(capacity: int, latency_ms: float, workdir: Path) -> tuple[subprocess.Popen, str]:
+DEFAULT_FAULTS = "5xx=10%,hang=5%,reset=2%,malformed=5%"  # the mix of issue 12
+DECODED_THEN_LOST = {"hang", "reset", "cut_chunked", "not_json", "no_choices", "no_content", "too_few", "wrong_count"}
+
+
+def start_stub(capacity: int, latency_ms: float, workdir: Path, faults: str = "", hang_s: float = 30.0) -> tuple[subprocess.Popen, str]:
     ready = workdir / "stub.port"
     ready.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcts_engine.testing.stub_server", "--port", "0", "--ready-file", str(ready),
-         "--capacity", str(capacity), "--latency-ms", str(latency_ms), "--model", "stub-model"],
+         "--capacity", str(capacity), "--latency-ms", str(latency_ms), "--model", "stub-model",
+         "--faults", faults, "--hang-s", str(hang_s), "--retry-after-s", "1"],
         cwd=ROOT, stdout=subprocess.DEVNULL,
     )
     deadline = time.time() + 30
@@ -129,8 +138,10 @@ def synthesize(k: int, workdir: Path) -> list[dict]:
 
 
 def steady_ratio(records: list[dict], ideal: float) -> float:
-    """Choices/s between the moments 10 % and 90 % of the choices had completed, ÷ ideal."""
-    done = sorted((r["t1"], r.get("n", 0)) for r in records if r.get("status") == 200 and "t1" in r)
+    """Choices/s between the moments 10 % and 90 % of the choices had completed, ÷ ideal (choices of
+    replies the client got and could use: faulted replies left out)."""
+    done = sorted((r["t1"], r.get("n", 0)) for r in records
+                  if r.get("status") == 200 and "t1" in r and r.get("fault") not in DECODED_THEN_LOST)
     total = sum(n for _, n in done)
     if total == 0:
         return 0.0
@@ -151,13 +162,15 @@ def run_once(args: argparse.Namespace, url: str, data: Path, workdir: Path) -> d
     from mcts_engine.generate import run_generate
 
     concurrency = args.concurrency or args.capacity
+    retries = args.max_retries if args.max_retries is not None else (3 if args.faults else 0)
+    timeout = args.timeout_s or (5.0 if args.faults else 120.0)
     overrides = [
         "teacher.kind=openai", f"teacher.base_url={url}", "teacher.model=stub-model",
-        f"teacher.concurrency={concurrency}", "teacher.max_retries=0", "teacher.timeout_s=120",
+        f"teacher.concurrency={concurrency}", f"teacher.max_retries={retries}", f"teacher.timeout_s={timeout:g}",
         f"search.children={args.children}",
     ] + list(args.set or [])
     cfg = build_run_config(load_recipe(None, "sat2"), overrides, data=str(data), seed=0)
-    out = workdir / f"run-c{args.capacity}-l{args.latency_ms:g}-{args.client}"
+    out = workdir / f"run-c{args.capacity}-l{args.latency_ms:g}"
     _http(url.rsplit("/v1", 1)[0] + "/stats/reset", "POST")
     prof = None
     if args.profile:
@@ -168,7 +181,7 @@ def run_once(args: argparse.Namespace, url: str, data: Path, workdir: Path) -> d
         prof = cProfile.Profile(time.thread_time)
     import resource
 
-    import openai  # noqa: F401 - a one-time start-up cost (~1 s of CPU to import), not a per-choice one
+    import aiohttp  # noqa: F401 - a one-time start-up cost, not a per-choice one
 
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
@@ -176,17 +189,27 @@ def run_once(args: argparse.Namespace, url: str, data: Path, workdir: Path) -> d
         prof.enable()
     from mcts_engine.teachers.openai_compat import OpenAITeacher
 
-    teacher = OpenAITeacher(cfg.teacher, client=args.client)
+    teacher = OpenAITeacher(cfg.teacher)
     stats = run_generate(cfg, out, force=True, progress=False, teacher=teacher)
+    import asyncio
+
+    asyncio.run(teacher.aclose())  # its event loop has ended: this drops the sockets it left
     if prof:
         prof.disable()
     cpu, wall, main_cpu = time.process_time() - cpu0, time.perf_counter() - wall0, time.thread_time() - main0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     server = _http(url.rsplit("/v1", 1)[0] + "/stats")
-    choices = server["choices"]
+    records = server["records"]
+    lost = sum(r.get("n", 0) for r in records if r.get("fault") in DECODED_THEN_LOST and r.get("status") == 200)
+    choices = server["choices"] - lost  # delivered to the search
     ideal = args.capacity / (args.latency_ms / 1000.0)
     row = {
-        "client": args.client,
+        "faults": args.faults or "none",
+        "faults_served": sum(server["faults"].values()),
+        "retried": teacher.retried,
+        "retried_choices": teacher.retried_choices,
+        "lost_choices": lost,
+        "failed_requests": teacher.failed,
         "capacity": args.capacity,
         "latency_ms": args.latency_ms,
         "concurrency": concurrency,
@@ -199,7 +222,7 @@ def run_once(args: argparse.Namespace, url: str, data: Path, workdir: Path) -> d
         "choices_per_s": choices / wall if wall else 0.0,
         "ideal_per_s": ideal,
         "ratio_run": choices / wall / ideal if wall else 0.0,
-        "ratio_steady": steady_ratio(server["records"], ideal),
+        "ratio_steady": steady_ratio(records, ideal),
         "cpu_ms_per_choice": 1000.0 * cpu / max(1, choices),
         "cpu_s": cpu,
         "cpu_loop_ms_per_choice": 1000.0 * main_cpu / max(1, choices),
@@ -213,6 +236,8 @@ def run_once(args: argparse.Namespace, url: str, data: Path, workdir: Path) -> d
     }
     row["cpu_where"] = f"{row['cpu_loop_ms_per_choice']:.3f} / {row['cpu_threads_ms_per_choice']:.3f}"
     row["cpu_split"] = f"{row['cpu_user_ms_per_choice']:.3f} / {row['cpu_sys_ms_per_choice']:.3f}"
+    row["retry_split"] = f"{row['retried']:,} / {row['failed_requests']:,}"
+    row["waste_split"] = f"{row['retried_choices']:,} / {row['lost_choices']:,}"
     if prof:
         import io
         import pstats
@@ -226,13 +251,17 @@ def run_once(args: argparse.Namespace, url: str, data: Path, workdir: Path) -> d
 
 
 TABLE = [
-    ("teacher client", "client", "{}"),
+    ("fault plan", "faults", "{}"),
     ("capacity", "capacity", "{:d}"),
     ("latency ms", "latency_ms", "{:g}"),
     ("concurrency", "concurrency", "{:d}"),
-    ("samples", "samples", "{:d}"),
-    ("requests", "requests", "{:d}"),
-    ("choices", "choices", "{:d}"),
+    ("samples done", "samples", "{:d}"),
+    ("samples failed", "failed", "{:d}"),
+    ("requests (attempts at the server)", "requests", "{:d}"),
+    ("faults served", "faults_served", "{:d}"),
+    ("attempts retried / requests failed after retries", "retry_split", "{}"),
+    ("choices asked by failed attempts / decoded then lost", "waste_split", "{}"),
+    ("choices delivered", "choices", "{:d}"),
     ("choices/request", "choices_per_request", "{:.2f}"),
     ("wall s", "wall_s", "{:.1f}"),
     ("choices/s", "choices_per_s", "{:.0f}"),
@@ -323,10 +352,12 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, nargs="+", default=[256], help="sequences the stand-in decodes at once")
     ap.add_argument("--latency-ms", type=float, default=500.0, help="per-choice decode time at the stand-in")
     ap.add_argument("--samples", type=int, default=480, help="samples to search (bundled set repeated)")
-    ap.add_argument("--client", nargs="+", default=["direct"], choices=["direct", "lean", "httpx"],
-                    help="teacher.client: direct (the default: no SDK per request, the SDK client's retry "
-                         "rules), lean (AsyncOpenAI's request loop over the same pool), httpx (AsyncOpenAI "
-                         "over its stock pool)")
+    ap.add_argument("--faults", nargs="?", const=DEFAULT_FAULTS, default="",
+                    help=f"the stand-in's fault plan (bare --faults: {DEFAULT_FAULTS.replace('%', '%%')!r}; "
+                         "see mcts_engine/testing/faults.py)")
+    ap.add_argument("--hang-s", type=float, default=30.0, help="how long an injected hang waits (past --timeout-s)")
+    ap.add_argument("--timeout-s", type=float, default=0.0, help="teacher.timeout_s (default 120, or 5 with --faults)")
+    ap.add_argument("--max-retries", type=int, default=None, help="teacher.max_retries (default 0, or 3 with --faults)")
     ap.add_argument("--concurrency", type=int, default=0, help="teacher.concurrency (default: = capacity)")
     ap.add_argument("--children", type=int, default=3, help="search.children (n of an expansion request)")
     ap.add_argument("--set", action="append", help="extra config override key=value (repeatable)")
@@ -340,12 +371,19 @@ def main() -> None:
         image_prep(repeats=7)
         return
 
+    if args.faults:
+        from mcts_engine.testing.faults import FaultPlan, parse_faults
+
+        try:
+            FaultPlan(parse_faults(args.faults))
+        except ValueError as exc:
+            raise SystemExit(f"bench_generate: --faults: {exc}") from None
     workdir = Path(tempfile.mkdtemp(prefix="bench_generate_"))
     data = make_samples(args.samples, workdir)
     rows = []
-    for capacity, client in [(c, k) for c in args.capacity for k in args.client]:
-        one = argparse.Namespace(**{**vars(args), "capacity": capacity, "client": client})
-        proc, url = start_stub(capacity, args.latency_ms, workdir)
+    for capacity in args.capacity:
+        one = argparse.Namespace(**{**vars(args), "capacity": capacity})
+        proc, url = start_stub(capacity, args.latency_ms, workdir, args.faults, args.hang_s)
         try:
             row = run_once(one, url, data, workdir)
         finally:
@@ -354,7 +392,7 @@ def main() -> None:
         rows.append(row)
         if row.get("profile"):
             print(row.pop("profile"))
-        print(f"capacity {capacity}, client {client}: {row['choices']} choices in {row['wall_s']:.1f}s, "
+        print(f"capacity {capacity}, faults {row['faults']}: {row['choices']} choices in {row['wall_s']:.1f}s, "
               f"{row['ratio_steady']:.2f} of ideal (steady), {row['cpu_ms_per_choice']:.3f} ms CPU/choice", file=sys.stderr)
     print(f"\nbench_generate: stand-in server in a separate process; engine = this process (pid {os.getpid()}); "
           f"{os.cpu_count()} CPU cores\n")

@@ -32,6 +32,7 @@ from typing import Any
 import typer
 
 from . import fail
+from ..teachers.urls import public_urls
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ def demo(
     mode = (f"multi-turn: ≤ {turns_allowed} turns, crop {2 * mc.crop_offset} px around each point shown at {mc.crop_size} px"
             f"{', point drawn' if mc.draw_dot else ''}" if multiturn else "single-turn: one grounded chain")
     model_label = ("sim — a scripted simulated teacher, not a model" if kind == "sim"
-                   else f"{t.model} at {t.base_url}" if kind == "openai" else f"{t.model} (in-process vLLM)")
+                   else f"{t.model} at {public_urls(t.base_url)}" if kind == "openai" else f"{t.model} (in-process vLLM)")
     say = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
     say(f"model: {model_label}")
     say(f"task: {task} · {mode} · frame {frame.width}x{frame.height}")

@@ -31,6 +31,7 @@ from typing import Any
 import typer
 
 from . import fail
+from ..teachers.urls import public_urls
 
 # Keys of the teacher config that do not change what an eval computes (left out of the hash).
 _UNHASHED_TEACHER = ("base_url", "concurrency", "timeout_s", "max_retries", "api_key_env")
@@ -43,6 +44,7 @@ def eval_config(task: Any, task_name: str, teacher_cfg: Any, k: int, circular: b
     ``multiturn`` (a ``MultiTurnConfig``) and ``max_turns`` enter it only when multi-turn is on, so a single-pass
     run directory made before multi-turn existed still resumes."""
     teacher = asdict(teacher_cfg)
+    teacher["base_url"] = public_urls(teacher["base_url"])  # stored in config.json: no credentials
     mt = multiturn is not None and bool(getattr(multiturn, "enabled", False))
     cfg = {
         "kind": "eval",
@@ -388,7 +390,7 @@ def eval(  # noqa: A001 - the command's name
     if kind == "sim":
         typer.echo("model: sim — a scripted simulated teacher driven by annotations, not a model (demo/test)", err=True)
     elif kind == "openai":
-        typer.echo(f"model: {cfg.teacher.model} at {cfg.teacher.base_url}", err=True)
+        typer.echo(f"model: {cfg.teacher.model} at {public_urls(cfg.teacher.base_url)}", err=True)
     else:
         typer.echo(f"model: {cfg.teacher.model} (in-process vLLM)", err=True)
     typer.echo(f"data: {data_path}   run: {out_dir}", err=True)

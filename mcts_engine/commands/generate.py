@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from . import fail
+from ..teachers.urls import public_urls
 
 
 def generate(
@@ -63,7 +64,7 @@ def generate(
     if kind == "sim":
         typer.echo(f"teacher: sim {why} — a scripted simulated teacher driven by annotations, not a model", err=True)
     elif kind == "openai":
-        typer.echo(f"teacher: openai {why} — {cfg.teacher.model} at {cfg.teacher.base_url}", err=True)
+        typer.echo(f"teacher: openai {why} — {cfg.teacher.model} at {public_urls(cfg.teacher.base_url)}", err=True)
     else:
         typer.echo(f"teacher: vllm (in-process) — {cfg.teacher.model}", err=True)
     typer.echo(f"data: {cfg.data}   run: {out_dir}", err=True)

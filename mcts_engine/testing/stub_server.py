@@ -9,9 +9,13 @@ vLLM where the engine depends on it (``n`` choices per request; ``stop`` strings
 
 - ``capacity`` sequences decode at once; each choice holds one slot for ``latency_s`` seconds, and
   choices beyond the capacity queue (FIFO). The ideal throughput is ``capacity / latency_s`` choices/s.
-- Failure injection for tests: HTTP ``fail_status`` for the first ``fail_first`` chat requests; the first
-  ``hang_first`` requests hang ``hang_s`` seconds; malformed replies (``not_json``, ``no_choices``,
-  ``no_content``, ``wrong_count``) for the first ``malformed_first`` requests.
+- Fault injection (``faults.py``): ``faults`` is a plan of kinds — 5xx, 429 with ``Retry-After``, hangs,
+  connection resets, malformed replies (not JSON, no ``choices``, no content, too few / too many
+  choices), bytes beyond ``Content-Length``, an interim ``1xx`` reply, a chunked body cut short — each at
+  a rate (seeded: reproducible) or for the first K chat requests, e.g.
+  ``StubServer(faults="5xx=10%,hang=5%,reset=2%,malformed=5%", hang_s=1)`` or ``--faults`` on the
+  command line. Shorthands: ``fail_first`` (HTTP ``fail_status``), ``hang_first``, ``malformed`` +
+  ``malformed_first`` add first-K faults.
 - Records every chat request (n, body bytes, model, times; the parsed body if ``keep_bodies``) and
   requests in flight (now, max, time-weighted mean), readable in-process (``server.stats``) or over
   HTTP (``GET /stats``, ``POST /stats/reset``) when it runs as its own process.
@@ -27,20 +31,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
 import random
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable
 
-MALFORMED_KINDS = ("not_json", "no_choices", "no_content", "wrong_count")
-
-_OPTION_RE = re.compile(r"^\(([A-Z])\)\s*(.+?)\s*$", re.M)
+from .prompt_view import PromptView, image_size, read_prompt  # noqa: F401 - image_size: re-exported
+from .faults import FAULT_KINDS, MALFORMED_KINDS, WIRE_KINDS, FaultPlan, FaultSpec, parse_faults, reset, spoil, wire_bytes
 
 
 @dataclass
@@ -56,7 +57,10 @@ class StubConfig:
     hang_s: float = 30.0
     malformed: str | None = None  # one of MALFORMED_KINDS
     malformed_first: int = 1 << 62
-    retry_after_ms: float | None = None  # sent with injected failures (clients back off this long)
+    retry_after_ms: float | None = None  # sent with injected 5xx failures (clients back off this long)
+    # fault plan (faults.py): specs or text like "5xx=10%,hang=5%,reset=first:3"; the shorthands above add to it
+    faults: tuple[FaultSpec, ...] | str = ()
+    retry_after_s: float = 1.0  # Retry-After (seconds) of injected 429 replies
     report_stop_reason: bool = True  # vLLM reports the matched stop string; OpenAI does not
     drop_keepalive: bool = False  # close each connection after answering, without saying so (stale keep-alive)
     keep_bodies: bool = False  # keep each parsed request body in the records (tests)
@@ -71,7 +75,8 @@ class StubStats:
     choices: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    injected: int = 0  # failures / hangs / malformed replies served
+    injected: int = 0  # faults served (failures, hangs, resets, malformed or cut replies, ...)
+    faults: dict[str, int] = field(default_factory=dict)  # by kind
     inflight: int = 0
     max_inflight: int = 0
     decoding: int = 0
@@ -103,79 +108,6 @@ class StubStats:
 # --------------------------------------------------------------------------------------------
 
 
-def image_size(data_url: str) -> tuple[int, int] | None:
-    """(width, height) of a PNG or JPEG ``data:`` URL, read from its header only; None if unknown."""
-    head, _, b64 = data_url.partition(",")
-    try:
-        if "png" in head:
-            raw = base64.b64decode(b64[:44])
-            if raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR":
-                return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
-            return None
-        if "jpeg" in head or "jpg" in head:
-            raw = base64.b64decode(b64[: min(len(b64), 1 << 16) // 4 * 4])
-            i = 2
-            while i + 9 < len(raw):
-                if raw[i] != 0xFF:
-                    return None
-                marker = raw[i + 1]
-                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                    return int.from_bytes(raw[i + 7 : i + 9], "big"), int.from_bytes(raw[i + 5 : i + 7], "big")
-                i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
-    except (ValueError, IndexError):
-        return None
-    return None
-
-
-def _parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [p for p in content or [] if isinstance(p, dict)]
-
-
-@dataclass(frozen=True)
-class PromptView:
-    """What the scripted replier reads from a request."""
-
-    frame: tuple[int, int]
-    options: tuple[str, ...]
-    steps: int  # grounded steps already on the path
-    forced: bool  # the reply must be the final answer
-    continuing: bool  # continue_final_message: the reply continues the last assistant message
-    prompt_tokens: int
-
-
-def read_prompt(body: dict[str, Any]) -> PromptView:
-    msgs = body.get("messages") or []
-    frame: tuple[int, int] | None = None
-    options: tuple[str, ...] = ()
-    steps = 0
-    tokens = 0
-    for m in msgs:
-        role = m.get("role")
-        for p in _parts(m.get("content")):
-            if p.get("type") == "image_url":
-                size = image_size(str((p.get("image_url") or {}).get("url", "")))
-                if size:
-                    frame = frame or size
-                    tokens += max(1, size[0] * size[1] // 784)
-            elif p.get("type") == "text":
-                text = str(p.get("text", ""))
-                tokens += len(text) // 4 + 1
-                if role == "user" and not options:
-                    options = tuple(o for _, o in _OPTION_RE.findall(text))
-                if role == "assistant":
-                    steps += text.count("</think>")
-    continuing = bool(body.get("continue_final_message")) and bool(msgs) and msgs[-1].get("role") == "assistant"
-    last = msgs[-1] if msgs else {}
-    last_text = last.get("content") if isinstance(last.get("content"), str) else ""
-    if continuing:
-        forced = last_text.rstrip().endswith("<answer>")
-    else:
-        forced = last.get("role") == "user" and "<answer>" in last_text
-    return PromptView(frame or (56, 56), options, steps, forced, continuing, tokens)
-
-
 def scripted_reply(view: PromptView, index: int, rng: random.Random) -> str:
     """A full reply (closing tag included): a grounded step or an answer, more often an answer deeper."""
     option = rng.choice(view.options) if view.options else "yes"
@@ -186,6 +118,13 @@ def scripted_reply(view: PromptView, index: int, rng: random.Random) -> str:
     w, h = view.frame
     x, y = rng.randrange(w), rng.randrange(h)
     return f"<think> Step {view.steps + 1}: I look at the region that matters for the question around ({x}, {y}). </think>"
+
+
+def token_logprobs(text: str, seed: str) -> dict[str, Any]:
+    """A chat-completion choice's ``logprobs`` as vLLM sends them when asked: one entry per token (here:
+    4 characters) with a seeded log-probability in (−2, 0]."""
+    rng = random.Random(seed)
+    return {"content": [{"token": text[k : k + 4], "logprob": -2.0 * rng.random()} for k in range(0, len(text), 4)]}
 
 
 def finish_text(text: str, stops: list[str], max_tokens: int | None) -> tuple[str, str, str | None, int]:
@@ -217,8 +156,24 @@ def _error(status: int, message: str) -> tuple[int, bytes]:
     return status, _json({"object": "error", "message": message, "type": HTTPStatus(status).phrase, "param": None, "code": status})
 
 
+def fault_specs(cfg: StubConfig) -> tuple[FaultSpec, ...]:
+    """The config's fault plan: ``faults`` plus the first-K shorthands (hangs, then failures, then
+    malformed replies — the order the shorthands always had)."""
+    specs = list(parse_faults(cfg.faults) if isinstance(cfg.faults, str) else cfg.faults)
+    if cfg.hang_first:
+        specs.append(FaultSpec("hang", first=cfg.hang_first))
+    if cfg.fail_first:
+        specs.append(FaultSpec("5xx", first=cfg.fail_first))
+    if cfg.malformed:
+        specs.append(FaultSpec(cfg.malformed, first=min(cfg.malformed_first, 1 << 40)))
+    return tuple(specs)
+
+
 class StubServer:
-    def __init__(self, config: StubConfig | None = None, host: str = "127.0.0.1", port: int = 0, **overrides: Any) -> None:
+    def __init__(
+        self, config: StubConfig | None = None, host: str = "127.0.0.1", port: int = 0, tls: Any = None, **overrides: Any
+    ) -> None:
+        """``tls``: an ``ssl.SSLContext`` (server side) to serve HTTPS instead of HTTP."""
         cfg = config or StubConfig()
         for k, v in overrides.items():
             if not hasattr(cfg, k):
@@ -227,8 +182,10 @@ class StubServer:
         if cfg.malformed is not None and cfg.malformed not in MALFORMED_KINDS:
             raise ValueError(f"malformed must be one of {MALFORMED_KINDS}, got {cfg.malformed!r}")
         self.cfg = cfg
+        self.faults = FaultPlan(fault_specs(cfg), cfg.seed)
         self.host = host
         self.port = port
+        self.tls = tls
         self.stats = StubStats()
         self.last_headers: dict[str, str] = {}
         self._server: asyncio.base_events.Server | None = None
@@ -239,7 +196,7 @@ class StubServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/v1"
 
     def reset(self) -> None:
         inflight, decoding = self.stats.inflight, self.stats.decoding
@@ -249,7 +206,9 @@ class StubServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(max(1, self.cfg.capacity))
-        self._server = await asyncio.start_server(self._on_conn, self.host, self.port, backlog=4096, limit=1 << 20)
+        self._server = await asyncio.start_server(
+            self._on_conn, self.host, self.port, backlog=4096, limit=1 << 20, ssl=self.tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -328,18 +287,22 @@ class StubServer:
                     length = int(headers.get("content-length") or 0)
                     body = await reader.readexactly(length) if length else b""
                 keep = headers.get("connection", "").lower() != "close"
-                status, payload = await self._route(method, target.split("?", 1)[0], headers, body)
-                extra = "" if keep else "connection: close\r\n"
-                if status >= 500 and self.cfg.retry_after_ms is not None:
-                    extra += f"retry-after-ms: {self.cfg.retry_after_ms:g}\r\n"
+                status, payload, *fault = await self._route(method, target.split("?", 1)[0], headers, body)
+                extra, wire = fault if fault else ("", None)
+                if wire == "reset":
+                    reset(writer)
+                    return
+                if not keep:
+                    extra += "connection: close\r\n"
                 head = (
                     f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
                     f"content-length: {len(payload)}\r\n{extra}\r\n"
-                )
-                writer.write(head.encode("latin-1") + payload)
+                ).encode("latin-1")
+                data, close = wire_bytes(wire, head, payload) if wire else (head + payload, False)
+                writer.write(data)
                 await writer.drain()
                 self.stats.bytes_out += len(payload)
-                if not keep or self.cfg.drop_keepalive:
+                if close or not keep or self.cfg.drop_keepalive:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             return
@@ -364,7 +327,8 @@ class StubServer:
             chunks.append(await reader.readexactly(size))
             await reader.readline()
 
-    async def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    async def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[Any, ...]:
+        """``(status, payload)``, or for a chat request ``(status, payload, extra header lines, wire fault)``."""
         path = path.rstrip("/")
         if path in ("/v1/models", "/models") and method == "GET":
             self.stats.model_requests += 1
@@ -382,7 +346,7 @@ class StubServer:
             return 200, b"{}"
         return _error(404, f"no route {method} {path}")
 
-    async def _chat(self, headers: dict[str, str], raw: bytes) -> tuple[int, bytes]:
+    async def _chat(self, headers: dict[str, str], raw: bytes) -> tuple[int, bytes, str, str | None]:
         st = self.stats
         index = st.chat_requests
         st.chat_requests += 1
@@ -394,17 +358,34 @@ class StubServer:
         st.max_inflight = max(st.max_inflight, st.inflight)
         record: dict[str, Any] = {"index": index, "bytes": len(raw), "t0": t0}
         st.records.append(record)
+        fault = self.faults.pick(index) if self.faults else None
+        extra, wire = "", None
+        if fault is not None:
+            st.injected += 1
+            st.faults[fault] = st.faults.get(fault, 0) + 1
+            record["fault"] = fault
         try:
-            status, payload = await self._chat_inner(index, raw, record)
+            if fault == "hang":
+                await asyncio.sleep(self.cfg.hang_s)
+            if fault == "5xx":
+                status, payload = _error(self.cfg.fail_status, f"injected failure (request {index})")
+                if self.cfg.retry_after_ms is not None:
+                    extra = f"retry-after-ms: {self.cfg.retry_after_ms:g}\r\n"
+            elif fault == "429":
+                status, payload = _error(429, f"injected rate limit (request {index})")
+                extra = f"retry-after: {self.cfg.retry_after_s:g}\r\n"
+            else:
+                status, payload = await self._chat_inner(index, raw, record, fault)
+                wire = fault if fault in WIRE_KINDS else None
         finally:
             t1 = time.perf_counter()
             st._tick(t1)
             st.inflight -= 1
             record["t1"] = t1
         record["status"] = status
-        return status, payload
+        return status, payload, extra, wire
 
-    async def _chat_inner(self, index: int, raw: bytes, record: dict[str, Any]) -> tuple[int, bytes]:
+    async def _chat_inner(self, index: int, raw: bytes, record: dict[str, Any], fault: str | None = None) -> tuple[int, bytes]:
         st, cfg = self.stats, self.cfg
         try:
             body = json.loads(raw)
@@ -416,12 +397,6 @@ class StubServer:
         record.update(n=n, model=body.get("model"))
         if cfg.keep_bodies:
             record["body"] = body
-        if index < cfg.hang_first:
-            st.injected += 1
-            await asyncio.sleep(cfg.hang_s)
-        if index < cfg.fail_first:
-            st.injected += 1
-            return _error(cfg.fail_status, f"injected failure {index + 1} of {cfg.fail_first}")
         if body.get("model") not in cfg.models:
             return _error(404, f"The model `{body.get('model')}` does not exist.")
         if not isinstance(body.get("messages"), list) or not body["messages"]:
@@ -441,7 +416,7 @@ class StubServer:
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": out, "tool_calls": []},
-                    "logprobs": None,
+                    "logprobs": token_logprobs(out, f"{cfg.seed}:{index}:{i}") if body.get("logprobs") else None,
                     "finish_reason": finish,
                     "stop_reason": stop_reason,
                 }
@@ -457,19 +432,10 @@ class StubServer:
             "choices": choices,
             "usage": {"prompt_tokens": view.prompt_tokens, "completion_tokens": completion, "total_tokens": view.prompt_tokens + completion},
         }
-        if cfg.malformed and index < cfg.malformed_first:
-            st.injected += 1
-            kind = cfg.malformed
-            if kind == "not_json":
-                return 200, _json(reply)[:40]
-            if kind == "no_choices":
-                reply.pop("choices")
-            elif kind == "no_content":
-                for c in choices:
-                    c["message"].pop("content")
-            elif kind == "wrong_count":
-                choices.append(dict(choices[0], index=len(choices)))
-        return 200, _json(reply)
+        payload = _json(reply)
+        if fault in MALFORMED_KINDS:
+            return 200, spoil(reply, fault, payload)
+        return 200, payload
 
     async def _decode(self, seconds: float) -> None:
         assert self._slots is not None
@@ -497,28 +463,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0, help="per-choice decode time (holds one slot)")
     ap.add_argument("--jitter", type=float, default=0.0, help="latency × uniform(1-j, 1+j)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fail-first", type=int, default=0)
-    ap.add_argument("--fail-status", type=int, default=500)
-    ap.add_argument("--hang-first", type=int, default=0)
-    ap.add_argument("--hang-s", type=float, default=30.0)
-    ap.add_argument("--malformed", choices=MALFORMED_KINDS, default=None)
-    ap.add_argument("--malformed-first", type=int, default=1 << 62)
+    ap.add_argument("--faults", default="", help=f"fault plan, e.g. '5xx=10%%,hang=5%%,reset=2%%,malformed=5%%' or "
+                    f"'429=first:3' (kinds: {', '.join(FAULT_KINDS)})")
+    ap.add_argument("--fail-status", type=int, default=500, help="status of injected 5xx faults")
+    ap.add_argument("--hang-s", type=float, default=30.0, help="how long an injected hang waits")
+    ap.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After of injected 429 replies")
     ap.add_argument("--ready-file", default=None, help="write the bound port here once listening")
     args = ap.parse_args(argv)
     cfg = StubConfig(
-        models=tuple(args.models or ["stub-model"]),
-        capacity=args.capacity,
-        latency_s=args.latency_ms / 1000.0,
-        jitter=args.jitter,
-        seed=args.seed,
-        fail_first=args.fail_first,
-        fail_status=args.fail_status,
-        hang_first=args.hang_first,
-        hang_s=args.hang_s,
-        malformed=args.malformed,
-        malformed_first=args.malformed_first,
+        models=tuple(args.models or ["stub-model"]), capacity=args.capacity, latency_s=args.latency_ms / 1000.0,
+        jitter=args.jitter, seed=args.seed, faults=args.faults, fail_status=args.fail_status, hang_s=args.hang_s,
+        retry_after_s=args.retry_after_s,
     )
-    server = StubServer(cfg, host=args.host, port=args.port)
+    try:
+        server = StubServer(cfg, host=args.host, port=args.port)
+    except ValueError as exc:
+        raise SystemExit(f"stub_server: {exc}") from None
 
     async def serve() -> None:
         await server.start()
