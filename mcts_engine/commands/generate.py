@@ -201,7 +201,7 @@ def _dry_run(cfg: Any, out_dir: Path, total: int | None, k: int, force: bool, al
         _finish(stats, out_dir)  # prints why the pilot failed, exits 1
         fail(str(exc), 1)
     per = proj["per_sample"]
-    typer.echo(f"measured on {proj["pilot_trees"]} tree(s) in the run ({stats["solved"]} solved): per sample {per['calls']:.1f} calls, "
+    typer.echo(f"measured on {proj['pilot_trees']} tree(s) in the run ({stats['solved']} solved): per sample {per['calls']:.1f} calls, "
                f"{per['choices']:.1f} choices, {per['prompt_tokens']:.0f} prompt + {per['completion_tokens']:.0f} completion tokens")
     wall = "unknown (no call timed in this session)" if proj["wall_s"] is None else (
         f"{fmt_duration(proj['wall_s'])} at the pilot's {rate:.2f} calls/s (more trees in flight usually go faster)")
