@@ -13,6 +13,25 @@ from .commands.generate import generate
 from .commands.report import report
 from .commands.train import train
 
+
+
+def _no_type_for_flags() -> None:
+    """Typer's help prints a ``<bool>`` type column for on/off flags (``--force``, ``--help``); a flag takes
+    no value, so show none. (``TyperOption.display_type_rich`` is the one place that column is computed.)"""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_flags_untyped", False):
+        return
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def]
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._flags_untyped = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_for_flags()
 app = typer.Typer(
     add_completion=True,
     no_args_is_help=True,
