@@ -28,6 +28,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -194,11 +195,12 @@ def index_row(tree: Tree, lin: Linearizer, solved: bool) -> list[Any]:
             1 if verdict is True else 0 if verdict is False else -1, question[:120]]
 
 
+@lru_cache(maxsize=65536)
 def _href(path: Path, page_dir: Path) -> str:
     """A relative URL from the page to ``path`` (forward slashes, spaces etc. escaped)."""
     from urllib.parse import quote
 
-    return quote(os.path.relpath(path.resolve(), page_dir.resolve()).replace(os.sep, "/"))
+    return quote(os.path.relpath(os.path.abspath(path), os.path.abspath(page_dir)).replace(os.sep, "/"))
 
 
 def _image_ref(tree: Tree, config: dict[str, Any], image_root: str | None, run_dir: Path, page_dir: Path | None) -> str:
