@@ -440,30 +440,22 @@ def _page(store: RunStore, config: dict[str, Any], stats: RunStats, groups: list
     tree_stats = [(k, _fmt(v)) for k, v in sorted(stats.tree_stats.items())]
     run_stats = [(k, _fmt(v)) for k, v in sorted(_flat(store.stats()).items())]
     legend = "".join(f"<span><i class=sw style='background:{c}'></i>{_e(t)}</span>" for c, t in LEGEND)
+    failures = (_table([(g.kind, g.count, g.example) for g in groups[:50]], ("failure kind", "count", "example id"))
+                if groups else "<p class=muted>no failed samples</p>")
+    rejected = _table(stats.rejected.most_common(30), ("rejected step reason", "count")) if stats.rejected else ""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>mcts-engine report · {_e(store.path.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Run <code>{_e(store.path.name)}</code></h1>",
         f"<p class=muted>generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {_e(store.path)}</p>",
-        "<h2>Overview</h2>", _table(overview),
-        "<h2>Solve rate per question type</h2>", _by_type(stats) if stats.by_type else "<p class=muted>no trees</p>",
-        "<h2>Failures</h2>",
-        _table([(g.kind, g.count, g.example) for g in groups[:50]], ("failure kind", "count", "example id"))
-        if groups else "<p class=muted>no failed samples</p>",
-        _table(stats.rejected.most_common(30), ("rejected step reason", "count")) if stats.rejected else "",
+        "<div class=row><div class=col><h2>Overview</h2>", _table(overview),
+        "</div><div class=col><h2>Solve rate per question type</h2>",
+        _by_type(stats) if stats.by_type else "<p class=muted>no trees</p>",
+        "</div><div class=col><h2>Failures</h2>", failures, rejected, "</div></div>",
     ]
     if stats.bad_records:
         parts.append("<p class=bad>Unreadable records:</p><pre>" + _e("\n".join(stats.bad_records[:50])) + "</pre>")
     parts += [
-        "<h2>Calls and tokens (summed over trees)</h2>", _table(tree_stats) if tree_stats else "<p class=muted>no per-tree stats</p>",
-    ]
-    if run_stats:
-        parts += ["<details><summary>stats.json</summary>", _table(run_stats), "</details>"]
-    parts += [
-        "<details><summary>Shape of the search</summary><div class=row><div class=col>",
-        _histogram("depth of answer nodes (1 = answered at once)", dict(stats.answer_depth)),
-        "</div><div class=col>", _histogram("branching (children per expanded node)", dict(stats.branching)),
-        "</div><div class=col>", _histogram("root value", dict(stats.root_value)), "</div></div></details>",
         f"<h2>Samples</h2><p class=legend>{legend}</p>",
         "<div class=controls><select id=f><option value=all>all</option><option value=unsolved>unsolved</option>"
         "<option value=wrong>search's pick wrong</option><option value=solved>solved</option></select>"
@@ -473,6 +465,16 @@ def _page(store: RunStore, config: dict[str, Any], stats: RunStats, groups: list
         "<th data-k=2>solved</th><th data-k=3>root value</th><th data-k=4>depth</th><th data-k=5>nodes</th>"
         "<th data-k=6>pick</th></tr></thead><tbody id=rows></tbody></table></div><div class=col id=card></div></div>",
         "<noscript><p class=bad>The sample table and cards need JavaScript (no network is used).</p></noscript>",
+        "<h2>Calls and tokens (summed over trees)</h2>",
+        _table(tree_stats) if tree_stats else "<p class=muted>no per-tree stats</p>",
+    ]
+    if run_stats:
+        parts += ["<details><summary>stats.json</summary>", _table(run_stats), "</details>"]
+    parts += [
+        "<h2>Shape of the search</h2><div class=row><div class=col>",
+        _histogram("depth of answer nodes (1 = answered at once)", dict(stats.answer_depth)),
+        "</div><div class=col>", _histogram("branching (children per expanded node)", dict(stats.branching)),
+        "</div><div class=col>", _histogram("root value", dict(stats.root_value)), "</div></div>",
         f"<script type='application/json' id=index>{_json_line(index)}</script>",
         "<script type='application/json' id=cards>" + "\n".join(cards) + "</script>",
         f"<script>{JS}</script></body></html>",

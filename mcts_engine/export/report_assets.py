@@ -27,6 +27,7 @@ details{margin-left:14px}summary{cursor:pointer}
 .turn{display:flex;gap:12px;align-items:flex-start;flex-wrap:wrap;border-top:1px dashed #ddd;padding:8px 0}
 .turn figure{margin:0}.turn figcaption{font-size:12px;color:#777}.turn img,.turn svg{max-width:384px}
 .turn pre{flex:1 1 300px;margin:0}
+#card{position:sticky;top:0;align-self:flex-start;max-height:100vh;overflow:auto}
 """
 
 JS = r"""
@@ -135,5 +136,6 @@ apply();
 const start = decodeURIComponent(location.hash.slice(1));
 card(start && POS[start] !== undefined ? start : (INDEX.length ? INDEX[0][0] : ''));
 document.body.dataset.ready = '1';
+document.body.dataset.readyMs = String(Math.round(performance.now()));  // scripts/check_report.py reads it
 })();
 """
