@@ -91,3 +91,15 @@ def test_teacher_vlm_errors_before_printing_anything(command: str, tmp_path: Pat
 def test_a_recipe_naming_sim_with_a_server_is_refused(tmp_path: Path) -> None:
     res = runner.invoke(app, ["generate", "--set", "teacher.kind=sim", "--base-url", DEAD, "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "pass --teacher openai" in res.output
+
+
+@pytest.mark.parametrize("command", ["generate", "eval"])
+def test_vllm_without_vllm_is_one_line_before_any_teacher_line(command: str, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    res = runner.invoke(app, [command, "--teacher", "vllm", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "vllm" in lines[0]

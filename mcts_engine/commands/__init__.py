@@ -58,6 +58,18 @@ def choose_teacher(
     return TeacherChoice("openai", "(default for --data)")
 
 
+def backend_missing(kind: str) -> str | None:
+    """Why ``kind`` cannot run here (the in-process ``vllm`` backend without vllm installed), before anything
+    is printed about it; None when it can be tried."""
+    import importlib.util
+
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        from ..teachers.vllm_local import INSTALL_HINT
+
+        return INSTALL_HINT
+    return None
+
+
 def recipe_teacher_kind(recipe: dict | None, overrides: list[str]) -> str | None:
     """The teacher kind a recipe (after ``--set`` overrides) names explicitly, or None."""
     from ..config import RunConfig, apply_overrides

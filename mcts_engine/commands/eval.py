@@ -30,7 +30,7 @@ from typing import Any
 
 import typer
 
-from . import choose_teacher, fail, recipe_teacher_kind
+from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 
 # Keys of the teacher config that do not change what an eval computes (left out of the hash).
 _UNHASHED_TEACHER = ("base_url", "concurrency", "timeout_s", "max_retries", "api_key_env")
@@ -382,6 +382,8 @@ def eval(  # noqa: A001 - the command's name
     data_path = Path(data) if data is not None else Path(default_data(task))
     if not data_path.exists():
         fail(f"{data_path}: no such file or directory")
+    if backend_missing(kind):
+        fail(str(backend_missing(kind)))
     label = "sim" if kind == "sim" else (cfg.teacher.model.rstrip("/").split("/")[-1] or kind)
     out_dir = out or Path("runs") / f"eval-{task}-{label}{'-multiturn' if mt else ''}"
     if kind == "sim":

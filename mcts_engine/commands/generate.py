@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from . import choose_teacher, fail, recipe_teacher_kind
+from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 
 
 def project(stats: dict[str, Any], total: int, calls_per_s: float | None) -> dict[str, Any]:
@@ -88,6 +88,8 @@ def generate(
         typer.echo(_dump(cfg.to_dict(), config_format), nl=False)
         return
     kind = choice.kind
+    if backend_missing(kind):
+        fail(str(backend_missing(kind)))
     if kind == "sim":
         typer.echo(f"teacher: sim {choice.why} — a scripted simulated teacher driven by annotations, not a model", err=True)
     elif kind == "openai":
