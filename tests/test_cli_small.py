@@ -69,3 +69,14 @@ def test_demo_writes_into_the_given_directory_and_says_where(tmp_path: Path) -> 
     assert res.exit_code == 0, res.output
     page = tmp_path / "pages" / "demo-sat2_000.html"
     assert page.is_file() and f"wrote {page.resolve()}" in res.output
+
+
+def test_slow_marker_selects_by_node_id(pytestconfig: pytest.Config) -> None:
+    from conftest import SLOW, is_slow
+
+    assert any("slow:" in m for m in pytestconfig.getini("markers"))
+    assert is_slow("tests/test_train_sft.py::test_two_processes_equal_one_process[ddp]")
+    assert is_slow("test_report_scale.py::test_ten_thousand_trees_make_a_small_page_of_data_not_markup")
+    assert not is_slow("tests/test_train_sft.py::test_two_processes_equal_one_process_x")
+    assert not is_slow("tests/test_cli_small.py::test_slow_marker_selects_by_node_id")
+    assert all(s.startswith("tests/test_") and "::" in s for s in SLOW)
