@@ -183,7 +183,9 @@ class Progress:
         if enabled and is_tty:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=already, unit=unit, dynamic_ncols=True, desc=desc, file=self.stream)
+            # tqdm's own rate/remaining (per finished sample) is left out: the postfix has the call-rate ETA
+            self.bar = tqdm(total=total, initial=already, unit=unit, dynamic_ncols=True, desc=desc, file=self.stream,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         elif interval_s > 0:
             self._timer = threading.Thread(target=self._tick, name="progress-status", daemon=True)
             self._timer.start()
