@@ -84,6 +84,7 @@ def test_a_dead_teacher_stops_the_run_with_its_reason(tmp_path: Path) -> None:
                   "--out", str(tmp_path / "r"))
     assert res.exit_code == 2, res.output
     assert "stopped: 8 samples in a row failed on teacher errors, the last:" in res.output and "503" in res.output
+    assert re.search(r"\s\d+ × teacher error: .*503", res.output)  # what failed so far, grouped, before the stop
 
 
 # --- dry run, resume, a finished run ------------------------------------------------------------------

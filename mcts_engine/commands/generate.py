@@ -114,7 +114,10 @@ def generate(
         return
     try:
         stats = run_generate(cfg, out_dir, force=force, progress=progress, status_every=status_every)
-    except (TeacherUnavailable, RunError, SampleLoadError, Aborted, ValueError) as exc:
+    except Aborted as exc:  # the teacher went down mid-run: what failed so far, then why it stopped
+        _print_groups(_stored_stats(out_dir), out_dir)
+        fail(str(exc))
+    except (TeacherUnavailable, RunError, SampleLoadError, ValueError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished samples are saved in {out_dir}; rerun the same command to resume", err=True)
@@ -124,21 +127,32 @@ def generate(
 
 def _finish(s: dict[str, Any], out_dir: Path) -> None:
     """The summary line, failures grouped by kind, the next step; exit 1 when no sample succeeded."""
-    from ..failures import FailureGroup, format_groups
-
     typer.echo(
         f"done: {s['finished']} trees ({s['solved']} solved, {s['solve_rate']:.0%}), {s['failed']} failed, "
         f"{s['calls']} teacher calls, {s['nodes']} nodes → {out_dir}"
     )
-    if s["failed"]:
-        groups = [FailureGroup(g["kind"], g["count"], g["example"]) for g in s.get("failure_groups", [])]
-        typer.echo(f"failures by kind ({out_dir / 'failures.jsonl'}):", err=True)
-        for line in format_groups(groups):
-            typer.echo(line, err=True)
+    _print_groups(s, out_dir)
     if s["finished"] == 0:
         typer.echo("error: no sample succeeded", err=True)
         raise typer.Exit(1)
     typer.echo(_next_export(out_dir), err=True)
+
+
+def _print_groups(s: dict[str, Any], out_dir: Path) -> None:
+    from ..failures import FailureGroup, format_groups
+
+    groups = [FailureGroup(g["kind"], g["count"], g["example"]) for g in s.get("failure_groups", [])]
+    if groups:
+        typer.echo(f"failures by kind ({out_dir / 'failures.jsonl'}):", err=True)
+        for line in format_groups(groups):
+            typer.echo(line, err=True)
+
+
+def _stored_stats(out_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out_dir / "stats.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def _next_export(out_dir: Path) -> str:
