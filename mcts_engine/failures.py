@@ -4,7 +4,7 @@ A failure record (``failures.jsonl``) is ``{"id", "reason", "time"}``. Its *kind
 what differs between samples taken out, so that eleven samples failing the same way read as one row of
 count 11: the sample id (older runs wrote reasons as ``"<id>: <reason>"``; the id is stripped wherever it
 appears as a prefix), file paths (``/data/img7.png`` → ``<file>``), then positions in a file (``row 12``,
-``line 7``, ``element 3``, ``x.jsonl:12:`` become ``row N``, …). Pure functions over plain records.
+``line 7``, ``element 3``, ``x.jsonl:12:`` become ``row N``, …) and counters (``4 of 10``). Pure functions over plain records.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ _POSITIONS = (
     # a file path (with a directory; not a URL's //host) ending in an extension: one kind for every file
     (re.compile(r"(?<![:\w/.~])(?:~|\.{1,2})?/?(?:[^\s/'\"]+/)+[^\s/'\"]+\.[A-Za-z0-9]{1,5}\b"), "<file>"),
     (re.compile(r"\b(row|line|element|item|index)\s+\d+\b"), r"\1 N"),
+    (re.compile(r"\b\d+ of \d+\b"), "N of N"),  # counters ("failure 4 of 10")
     (re.compile(r"(\.jsonl?|\.parquet|\.json):\d+\b"), r"\1:N"),
 )
 

@@ -38,6 +38,7 @@ def gen(*args: str):
     ("s6", "image not found: /data/x/img6.png", "image not found: <file>"),
     ("s7", "cannot reach http://127.0.0.1:9/v1: refused", "cannot reach http://127.0.0.1:9/v1: refused"),
     ("s8", "cached image missing: runs/a/images/k.png", "cached image missing: <file>"),
+    ("s10", "answered 503 - injected failure 4 of 100", "answered 503 - injected failure N of N"),
     ("s9", "cannot decode image ~/x/y.jpeg: OSError", "cannot decode image <file>: OSError"),
 ])
 def test_failure_kind_strips_the_id_and_positions(sid: str, reason: str, kind: str) -> None:

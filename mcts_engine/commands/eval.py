@@ -404,7 +404,15 @@ def eval(  # noqa: A001 - the command's name
             task_options=cfg.task_options, force=force, progress=progress,
             multiturn=cfg.multiturn if mt else None, max_turns=turns, status_every=status_every,
         )
-    except (TeacherUnavailable, RunError, SampleLoadError, Aborted, ConfigError) as exc:
+    except Aborted as exc:  # the model's server went down mid-run: what failed so far, then why it stopped
+        try:
+            groups = json.loads((out_dir / "summary.json").read_text()).get("failure_groups", [])
+        except (OSError, json.JSONDecodeError):
+            groups = []
+        for g in groups[:10]:
+            typer.echo(f"  {g['count']:>5} × {g['kind']}   (e.g. {g['example']})", err=True)
+        fail(str(exc))
+    except (TeacherUnavailable, RunError, SampleLoadError, ConfigError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         typer.echo(f"interrupted: scored items are saved in {out_dir}; rerun the same command to resume", err=True)
