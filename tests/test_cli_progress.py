@@ -3,7 +3,6 @@ every teacher reply (before any tree finishes), the ETA from the call rate."""
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from pathlib import Path
