@@ -27,7 +27,9 @@ from typing import Any
 from .checkpoints import Checkpointer, Interrupted, route_signals
 from .config import MultiTurnConfig, RunConfig, validate_run_config
 from .environment import MULTITURN_STOPS, observation_text, zoom
+from .failures import group_failures, open_failures
 from .grounding import STEP_STOPS, Point
+from .progress import CountingTeacher, Progress, count_samples
 from .samples import EncodedImage, FrameCache, Sample, SampleError, encode_image, load_samples, unique_samples
 from .search.mcts import TreeSearch
 from .search.resume import Resumed, TrackedTeacher, resume
@@ -118,70 +120,6 @@ def make_observer(ctx: SampleContext, cfg: MultiTurnConfig, image_dir: Path | No
     return observe
 
 
-class Progress:
-    """Counters for the live bar and the final statistics of this session."""
-
-    def __init__(self, total: int | None, already: int, enabled: bool) -> None:
-        self.t0 = time.perf_counter()
-        self.done = already
-        self.finished = 0
-        self.solved = 0
-        self.failed = 0
-        self.calls = 0
-        self.tokens = 0
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=already, unit="sample", dynamic_ncols=True, desc="generate")
-
-    def update(self, tree: Tree | None) -> None:
-        self.done += 1
-        if tree is None:
-            self.failed += 1
-        else:
-            self.finished += 1
-            self.solved += int(tree.solved)
-            self.calls += int(tree.stats.get("calls", 0))
-            self.tokens += int(tree.stats.get("completion_tokens", 0)) + int(tree.stats.get("prompt_tokens", 0))
-        if self.bar is not None:
-            el = max(1e-9, time.perf_counter() - self.t0)
-            self.bar.set_postfix(
-                solved=f"{self.solved / max(1, self.finished):.0%}",
-                calls_s=f"{self.calls / el:.1f}",
-                tok_s=f"{self.tokens / el:.0f}",
-                failed=self.failed,
-                refresh=False,
-            )
-            self.bar.update(1)
-
-    def skip(self) -> None:
-        """A sample finished in an earlier session."""
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def count_samples(path: Path) -> int | None:
-    """A cheap total for the progress bar (None when counting would mean reading images)."""
-    try:
-        if path.is_file() and path.suffix in {".jsonl", ".json"}:
-            with path.open("rb") as fh:
-                return sum(1 for line in fh if line.strip())
-        if path.suffix == ".parquet" or path.is_dir():
-            import pyarrow.parquet as pq
-
-            files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
-            return sum(pq.ParquetFile(f).metadata.num_rows for f in files) or None
-    except Exception:
-        return None
-    return None
-
-
 def summarize(store: RunStore, session: dict[str, Any]) -> dict[str, Any]:
     """Run statistics over every tree in the directory (all sessions), plus this session's timing."""
     finished = solved = calls = choices = ptok = ctok = nodes = 0
@@ -201,20 +139,16 @@ def summarize(store: RunStore, session: dict[str, Any]) -> dict[str, Any]:
         nodes += len(rec.get("nodes", ()))
         for k, v in (st.get("rejected") or {}).items():
             rejected[k] = rejected.get(k, 0) + int(v)
-    last_failure: dict[str, str] = {}
-    for f in store.failures():
-        last_failure[str(f.get("id"))] = str(f.get("reason"))
-    open_failures = {k: v for k, v in last_failure.items() if k not in ids}
-    reasons: dict[str, int] = {}
-    for v in open_failures.values():
-        key = v.split(":", 1)[-1].strip()[:80] if ":" in v else v[:80]
-        reasons[key] = reasons.get(key, 0) + 1
+    groups = group_failures(open_failures(store.failures(), ids))
+    open_count = sum(g.count for g in groups)
+    reasons = {g.kind: g.count for g in groups}
     return {
         "finished": finished,
         "solved": solved,
         "solve_rate": solved / finished if finished else 0.0,
-        "failed": len(open_failures),
+        "failed": open_count,
         "failure_reasons": reasons,
+        "failure_groups": [g.to_dict() for g in groups],
         "calls": calls,
         "choices": choices,
         "prompt_tokens": ptok,
@@ -232,6 +166,7 @@ def run_generate(
     force: bool = False,
     teacher: Teacher | None = None,
     progress: bool = True,
+    status_every: float = 0.0,
 ) -> dict[str, Any]:
     """Run (or resume) a generation into ``out``; returns the run statistics.
 
@@ -241,6 +176,7 @@ def run_generate(
     holds (``RunLocked``), or a failed append (disk full: the run stops, what is on disk is kept);
     ``Aborted`` if the teacher went down mid-run (everything finished is kept); :class:`Interrupted` after
     SIGINT/SIGTERM checkpointed the trees in flight.
+    Progress: a bar on a terminal when ``progress``; else a status line every ``status_every`` seconds (0: none).
     """
     validate_run_config(cfg)  # a ConfigError before any work
     check_run_dir(out)
@@ -248,9 +184,7 @@ def run_generate(
     task = get_task(cfg.task, cfg.task_options)
     data = Path(cfg.data) if cfg.data else default_data(cfg.task)
     samples = unique_samples(load_samples(data, cfg.image_root, cfg.task, cfg.inputs), cfg.limit)
-    total = count_samples(data)
-    if cfg.limit is not None:
-        total = min(total, cfg.limit) if total is not None else cfg.limit
+    total = count_samples(data, cfg.limit)
     own_teacher = teacher is None
     teacher = teacher or make_teacher(cfg.teacher, seed=cfg.seed)
 
@@ -259,7 +193,8 @@ def run_generate(
             await teacher.check()
             store = RunStore.open_for_generate(out, cfg.to_dict(), cfg.hash(), force=force, extra={"teacher": teacher.describe()})
             try:
-                job = _Generation(cfg, task, store, teacher, Progress(total, 0, progress))
+                prog = Progress(total, 0, progress, interval_s=status_every)
+                job = _Generation(cfg, task, store, CountingTeacher(teacher, prog), prog)
                 try:
                     await job.run(samples)
                 finally:
@@ -294,6 +229,7 @@ class _Generation:
         if store.lock is not None and store.lock.took_over is not None:
             self.session["lock_taken_over_from"] = store.lock.took_over
         self.teacher_failures_in_a_row = 0
+        self.last_teacher_error = ""
         self.stop = asyncio.Event()
         self.halt: BaseException | None = None  # why the session stops early (a signal, a failed write)
         self.clean = False  # the run loop ended normally (every sample it took is done)
@@ -320,8 +256,8 @@ class _Generation:
         self.clean = True
         if self.stop.is_set():
             raise Aborted(
-                f"stopped: {MAX_CONSECUTIVE_TEACHER_FAILURES} samples in a row got nothing usable from the teacher "
-                f"(reasons in {self.store.path / 'failures.jsonl'}); finished samples are kept, rerun to resume"
+                f"stopped: {MAX_CONSECUTIVE_TEACHER_FAILURES} samples in a row got nothing usable from the teacher, "
+                f"the last: {self.last_teacher_error}; finished samples are kept, rerun to resume"
             )
 
     # --- stopping early ---------------------------------------------------------------------
@@ -386,7 +322,7 @@ class _Generation:
         except StoreWriteError as exc:
             self._write_failed(exc)
             return
-        self.prog.update(None)
+        self.prog.fail(sample_id)
 
     async def work(self, item: Sample | SampleError) -> None:
         if isinstance(item, SampleError):
@@ -400,11 +336,11 @@ class _Generation:
         try:
             ctx, images = await asyncio.to_thread(prepare_context, item, task, self.cfg, self.image_dir, self.frames)
         except ValueError as exc:
-            self.fail(item.id, f"{item.id}: {exc}")
+            self.fail(item.id, str(exc))
             return
         except OSError as exc:  # writing the frame under images/
             if not self._disk_full(exc):
-                self.fail(item.id, f"{item.id}: cannot write {exc.filename or self.image_dir}: {exc.strerror or exc}")
+                self.fail(item.id, f"cannot write {exc.filename or self.image_dir}: {exc.strerror or exc}")
             return
         observe = make_observer(ctx, self.cfg.multiturn, self.image_dir, self.cfg.teacher.image_format,
                                 self.cfg.teacher.jpeg_quality) if ctx.multiturn else None
@@ -430,10 +366,12 @@ class _Generation:
             states=resumed.states if resumed else None, counters=resumed.counters if resumed else None,
         )
         self.ckpt.track(item.id, search, teacher, resumed is not None)
+        self.prog.begin(item.id)
         try:
             await search.run()
         except TeacherError as exc:  # the teacher gave this sample nothing usable
-            self.fail(item.id, f"{item.id}: teacher error: {exc}")
+            self.last_teacher_error = str(exc)
+            self.fail(item.id, f"teacher error: {exc}")
             self.teacher_failures_in_a_row += 1
             if self.teacher_failures_in_a_row >= MAX_CONSECUTIVE_TEACHER_FAILURES:
                 self.stop.set()
@@ -442,7 +380,7 @@ class _Generation:
             if self._disk_full(exc):  # writing a multi-turn crop under images/
                 return
             self._log(f"--- {item.id}\n{traceback.format_exc()}\n")
-            self.fail(item.id, f"{item.id}: internal error {type(exc).__name__}: {exc} (see errors.log)")
+            self.fail(item.id, f"internal error {type(exc).__name__}: {exc} (see errors.log)")
             return
         if earlier_s:  # the sessions before this one
             tree.stats["seconds"] = round(float(tree.stats.get("seconds", 0.0)) + earlier_s, 4)
@@ -475,6 +413,9 @@ class _Generation:
         session["images_reused"] = self.frames.hits
         session["failed"] = prog.failed
         session["calls"] = prog.calls
+        session["choices"] = prog.choices
+        session["prompt_tokens"] = prog.prompt_tokens
+        session["completion_tokens"] = prog.completion_tokens
         session["calls_per_s"] = round(prog.calls / max(1e-9, session["seconds"]), 3)
         session["tokens_per_s"] = round(prog.tokens / max(1e-9, session["seconds"]), 1)
         session["checkpoints"] = self.ckpt.written

@@ -223,7 +223,7 @@ def main() -> None:
                     results.append(r)
                     print(json.dumps(r), flush=True)
     print()
-    print(f"| model | device | case | tokens/s | step s | peak mem GB |")
+    print("| model | device | case | tokens/s | step s | peak mem GB |")
     print("|---|---|---|---|---|---|")
     for r in results:
         tps = r.get("tokens_per_s") or r.get("train_tokens_per_s")

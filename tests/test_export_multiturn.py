@@ -246,23 +246,25 @@ def test_missing_crop_skips_the_sample(tmp_path: Path) -> None:
 
 
 def test_report_shows_each_crop_beside_the_full_image(mt_run: Path, tmp_path: Path) -> None:
+    from mcts_engine.export.report import read_page_data
+
     res = build_report(mt_run, tmp_path / "r.html", limit=1)
     html = (tmp_path / "r.html").read_text()
     assert res.samples_shown == 1 and "http" not in html.replace("http-equiv", "")
-    turns = re.findall(r"<div class=turn>(.*?)</div>", html, re.S)
-    assert len(turns) == 3  # two zooms of the best path, then the answer turn
+    _, cards = read_page_data(html)
+    (card,) = cards.values()
+    turns = card["turns"]
+    assert len(turns) == 2  # two zooms of the best path; the answer turn follows them
     tree = Tree.from_dict(json.loads((mt_run / "trees.jsonl").read_text().splitlines()[0]))
-    for k, (turn, nid) in enumerate(zip(turns, (1, 2)), start=1):
-        assert f"alt='turn {k}: full image'" in turn and f"alt='turn {k}: crop'" in turn
-        crop_uri = re.search(r"class=crop alt='[^']*' src='data:image/jpeg;base64,([^']+)'", turn).group(1)  # type: ignore[union-attr]
-        shown = Image.open(io.BytesIO(base64.b64decode(crop_uri))).convert("RGB")
+    for turn, nid in zip(turns, (1, 2)):
+        shown = Image.open(io.BytesIO(base64.b64decode(turn["crop"].split(",", 1)[1]))).convert("RGB")
         obs = tree.nodes[nid].observation
         stored = Image.open(mt_run / obs["image"]["file"]).convert("RGB")
         assert shown.size == stored.size
         diff = sum(abs(a - b) for a, b in zip(shown.tobytes(), stored.tobytes())) / len(stored.tobytes())
         assert diff < 8  # the same crop (JPEG in the page)
-        assert "search_coordinate" in turn and f"({obs['point'][0]}, {obs['point'][1]})" in turn
-    assert "&lt;answer&gt; left &lt;/answer&gt;" in turns[2]
+        assert "search_coordinate" in turn["text"] and turn["p"] == list(obs["point"]) and turn["box"] == obs["box"]
+    assert "<answer> left </answer>" in card["last"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,8 +297,10 @@ def test_sim_multiturn_run_through_the_cli(tmp_path: Path) -> None:
     assert single.exit_code == 0, single.output
     rep = r.invoke(app, ["report", "--run", str(run), "--out", str(tmp_path / "r.html"), "--limit", "1"])
     assert rep.exit_code == 0, rep.output
-    html = (tmp_path / "r.html").read_text()
-    assert "class=crop" in html and "alt='turn 1: full image'" in html
+    from mcts_engine.export.report import read_page_data
+
+    _, cards = read_page_data((tmp_path / "r.html").read_text())
+    assert any(c.get("turns") and all(t["crop"] for t in c["turns"]) for c in cards.values())
 
 
 def _check_sim_row(row: dict[str, Any], run: Path, crops: dict) -> None:

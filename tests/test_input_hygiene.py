@@ -384,7 +384,7 @@ def test_ranges_table() -> None:
 
 
 def test_report_shows_an_escaping_image_file_as_unavailable(tmp_path: Path) -> None:
-    from mcts_engine.export.report import build_report
+    from mcts_engine.export.report import build_report, read_page_data
 
     data = tmp_path / "data"
     src = make_image(data / "img0.png")
@@ -392,9 +392,11 @@ def test_report_shows_an_escaping_image_file_as_unavailable(tmp_path: Path) -> N
     add_cache(t, tmp_path / "run", src)
     t.images[0]["file"] = "../../etc/passwd"
     run = make_run(tmp_path, [t], data=str(data / "samples.jsonl"))
-    res = build_report(run)
-    page = Path(res.path).read_text()
-    assert "image unavailable: path &#x27;../../etc/passwd&#x27; resolves outside the run directory" in page
+    for linked in (False, True):  # inlined images and images linked from the run directory
+        res = build_report(run, self_contained=not linked)
+        _, cards = read_page_data(Path(res.path).read_text())
+        assert cards["s0"]["img"] is None
+        assert cards["s0"]["img_error"].startswith("path '../../etc/passwd' resolves outside the run directory")
 
 
 def test_eval_takes_the_allow_outside_root_flag(escaping_data: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from mcts_engine.config import TeacherConfig
 from mcts_engine.teachers.base import PromptState, TeacherError, Turn
 from mcts_engine.teachers.openai_compat import OpenAITeacher
-from mcts_engine.testing.faults import FAULT_KINDS, FORGED, FaultPlan, FaultSpec, parse_faults
+from mcts_engine.testing.faults import FAULT_KINDS, FaultPlan, FaultSpec, parse_faults
 from mcts_engine.testing.stub_server import StubServer
 
 from test_teacher_openai import _ctx

@@ -31,8 +31,10 @@ from typing import Any
 
 import typer
 
-from . import fail
+from . import choose_teacher, fail, recipe_teacher_kind
 from ..teachers.urls import public_urls
+
+DEMO_DIR = Path("runs") / "demo"  # where pages go when --out is not given
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def demo(
     task: str | None = typer.Option(None, help="Task whose prompts and answer format apply (default: the recipe's task, else vstar)."),
     choices: str | None = typer.Option(None, help="Options of a multiple-choice question, separated by '|'."),
     answer: str | None = typer.Option(None, help="The right answer, to score the model's (option text; for a point task a box '(x1, y1, x2, y2)' in image pixels)."),
-    teacher: str | None = typer.Option(None, help="openai | sim | vllm (default openai; sim is a scripted stand-in, not a model)."),
+    teacher: str | None = typer.Option(None, help="openai | sim | vllm (default: the recipe's teacher.kind, else openai; sim is a scripted stand-in, not a model)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible server URL of the model (e.g. a `vllm serve`d student)."),
     model: str | None = typer.Option(None, help="Served model name."),
     recipe: str | None = typer.Option(None, help="Recipe (default recipes/<task>_multiturn.yaml if it exists, else recipes/<task>.yaml): crop settings, frame size."),
@@ -194,8 +196,8 @@ def demo(
     temperature: float = typer.Option(0.0, help="Sampling temperature (0: greedy)."),
     max_pixels: int | None = typer.Option(None, help="Image frame size in pixels (default: the recipe's teacher.max_pixels)."),
     seed: int = typer.Option(0, help="Seed (the sim teacher is reproducible with it)."),
-    out: Path = typer.Option(Path("demo.html"), help="Where to write the HTML page."),
-    quiet: bool = typer.Option(False, help="Do not print the turns as they arrive."),
+    out: Path | None = typer.Option(None, help="The HTML page (a .html path) or a directory for it (default runs/demo/; the page is demo-<image name>.html)."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="Do not print the turns as they arrive."),
 ) -> None:
     """Run one image through a served model (zoom turns by default) and write an HTML page of its turns and crops."""
     import asyncio
@@ -216,8 +218,8 @@ def demo(
             fail(f"unknown task {task!r} (known: {', '.join(task_names())})")
         if recipe is None and not single_turn and recipe_path(f"{task}_multiturn").exists():
             recipe = f"{task}_multiturn"
-        kind = teacher or "openai"
         rec = load_recipe(recipe, task)
+        kind = choose_teacher(teacher, base_url, model, recipe_teacher_kind(rec, set_), bundled=False).kind
         cfg = build_run_config(
             rec, set_, task=task, seed=seed, teacher__kind=kind, teacher__base_url=base_url, teacher__model=model,
             teacher__max_tokens=max_tokens, teacher__max_pixels=max_pixels, teacher__temperature=temperature,
@@ -321,10 +323,19 @@ def demo(
             view.truth_box = [float(v) for v in truth["bbox"]]
     if answer is not None:
         view.verdict = f"{'correct' if scored['correct'] else 'wrong'} (right answer: {answer}; {scored['reason']})"
+    out = page_path(out, image)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(render_html(view), encoding="utf-8")
     tmp.replace(out)
     say(f"answer: {view.answer if view.answer is not None else '(none: ' + view.end + ')'}"
         + (f" · {view.verdict}" if view.verdict else ""))
-    typer.echo(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
+    typer.echo(f"wrote {out.resolve()} ({out.stat().st_size // 1024} KiB)")
+
+
+def page_path(out: Path | None, image: Path) -> Path:
+    """Where the page goes: ``out`` when it names a ``.html`` file, else ``<dir>/demo-<image stem>.html`` in ``out``
+    (default :data:`DEMO_DIR`)."""
+    if out is not None and out.suffix.lower() in (".html", ".htm"):
+        return out
+    return (out if out is not None else DEMO_DIR) / f"demo-{image.stem}.html"

@@ -30,7 +30,7 @@ from typing import Any
 
 import typer
 
-from . import fail
+from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 from ..teachers.urls import public_urls
 
 # Keys of the teacher config that do not change what an eval computes (left out of the hash).
@@ -126,6 +126,7 @@ def run_eval(
     multiturn: Any = None,
     max_turns: int = 6,
     inputs: Any = None,
+    status_every: float = 0.0,
 ) -> tuple[Any, Path]:
     """Run (or resume) an eval into ``out``; returns ``(Summary, out)``.
 
@@ -139,10 +140,12 @@ def run_eval(
     import asyncio
 
     from ..eval import render_markdown, spec_for, summarize
+    from ..failures import group_failures, open_failures
     from ..samples import FrameCache, SampleError, load_samples, unique_samples
     from ..search.scheduler import Aborted, run_bounded
     from ..generate import save_image, make_observer
     from ..multiturn import as_multiturn, run_episode, score_episode
+    from ..progress import CountingTeacher, Progress, count_samples
     from ..store import RunStore
     from ..tasks import get_task
     from ..teachers import make_teacher
@@ -159,6 +162,10 @@ def run_eval(
     system = task.student_system(True) if mt else task.student_prompt
     own = teacher is None
     teacher = teacher or make_teacher(teacher_cfg, seed=seed)
+    inner = teacher
+    prog = Progress(count_samples(data, limit), 0, progress, desc=f"eval {task_name}", unit="item",
+                    solve_label="correct", interval_s=status_every)
+    teacher = CountingTeacher(teacher, prog)
     store = RunStore.open_for_generate(out, cfg, digest, force=force, extra={"teacher": teacher.describe(), "data": str(data)})
     finished = store.finished_ids()
     image_dir = store.path / "images"
@@ -167,12 +174,7 @@ def run_eval(
     keys = group_keys(spec)
     t = teacher_cfg
     counters = {"done": 0, "failed": 0, "skipped": 0, "consecutive": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="item", dynamic_ncols=True, desc=f"eval {task_name}")
-
+    last_error = [""]
 
     frames = FrameCache()  # an image several items ask about is prepared once
 
@@ -219,8 +221,7 @@ def run_eval(
     def record_failure(sid: str, reason: str) -> None:
         store.append_failure(sid, reason)
         counters["failed"] += 1
-        if bar is not None:
-            bar.update(1)
+        prog.fail(sid)
 
     stop: asyncio.Event | None = None
 
@@ -230,22 +231,23 @@ def run_eval(
             return
         if item.id in finished:
             counters["skipped"] += 1
-            if bar is not None:
-                bar.update(1)
+            prog.skip()
             return
         try:
             frame, contexts, images = await asyncio.to_thread(prepare, item)
         except ValueError as exc:
-            record_failure(item.id, f"{item.id}: {exc}")
+            record_failure(item.id, str(exc))
             return
         variants = []
         stats = {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0, "requests": 0}
+        prog.begin(item.id)
         try:
             for r, ctx in contexts:
                 outs = await sample_outputs(ctx, frame, stats)
                 variants.append({"rotation": r, "choices": list(ctx.sample.choices), "truth": ctx.truth, "outputs": outs})
         except TeacherError as exc:
-            record_failure(item.id, f"{item.id}: teacher error: {exc}")
+            last_error[0] = str(exc)
+            record_failure(item.id, f"teacher error: {exc}")
             counters["consecutive"] += 1
             if counters["consecutive"] >= MAX_CONSECUTIVE_TEACHER_FAILURES and stop is not None:
                 stop.set()
@@ -272,8 +274,8 @@ def run_eval(
         counters["done"] += 1
         counters["prompt_tokens"] += stats["prompt_tokens"]
         counters["completion_tokens"] += stats["completion_tokens"]
-        if bar is not None:
-            bar.update(1)
+        outs = [o for v in variants for o in v["outputs"]]
+        prog.done_one(item.id, bool(outs) and all(o.get("correct") for o in outs))
 
     async def main() -> None:
         nonlocal stop
@@ -284,30 +286,31 @@ def run_eval(
             await run_bounded(unique_samples(items, limit), work, max(4, 2 * t.concurrency), stop)
         finally:
             if own:
-                await teacher.aclose()
+                await inner.aclose()
         if stop.is_set():
             raise Aborted(
-                f"stopped: {MAX_CONSECUTIVE_TEACHER_FAILURES} items in a row failed on teacher errors "
-                f"(see {store.path / 'failures.jsonl'}); finished items are kept, rerun to resume"
+                f"stopped: {MAX_CONSECUTIVE_TEACHER_FAILURES} items in a row failed on teacher errors, the last: "
+                f"{last_error[0]}; finished items are kept, rerun to resume"
             )
 
     t0 = time.perf_counter()
     try:
         asyncio.run(main())
     finally:
-        if bar is not None:
-            bar.close()
+        prog.close()
         records = [rec for _, rec, err in store.iter_records() if rec is not None and rec.get("kind") == "eval"]
         summary = summarize(records, spec, task=task_name, circular=circ, format_check=format_check)
-        failures = {str(f.get("id")): str(f.get("reason")) for f in store.failures()}
-        open_failures = {i: r for i, r in failures.items() if i not in finished}
-        session = {**counters, "seconds": round(time.perf_counter() - t0, 3)}
-        payload = {**summary.to_dict(), "failed": len(open_failures), "session": session, "teacher": teacher.describe()}
+        open_fail = open_failures(store.failures(), finished)
+        groups = group_failures(open_fail)
+        session = {**counters, "calls": prog.calls, "choices": prog.choices, "seconds": round(time.perf_counter() - t0, 3)}
+        payload = {**summary.to_dict(), "failed": len(open_fail), "failure_groups": [g.to_dict() for g in groups],
+                   "session": session, "teacher": teacher.describe()}
         (store.path / "summary.json").write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
         mode = f" · multi-turn (≤ {max_turns} turns)" if mt else ""
         md = render_markdown(summary, title=f"eval · {task_name}{mode} · {_teacher_label(teacher.describe())}")
-        if open_failures:
-            md += f"\n{len(open_failures)} items failed (not scored): see failures.jsonl\n"
+        if open_fail:
+            md += f"\n{len(open_fail)} items failed (not scored), by kind (failures.jsonl):\n\n"
+            md += "\n".join(f"- {g.count} × {g.kind} (e.g. {g.example})" for g in groups) + "\n"
         (store.path / "summary.md").write_text(md)
         store.write_stats(payload)
         store.close()  # release the run directory's lock
@@ -325,7 +328,7 @@ def eval(  # noqa: A001 - the command's name
     data: Path | None = typer.Option(None, help="Benchmark data (its own layout, or JSONL/parquet). Default: bundled data/<task>_sample."),
     image_root: Path | None = typer.Option(None, help="Directory that relative image paths are resolved against (default: the data file's directory); images must stay inside it."),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Accept image paths that resolve outside the image root; see docs/input-data.md."),
-    teacher: str | None = typer.Option(None, help="openai | sim | vllm. Default: openai when --base-url/--model is given or --data is, else sim."),
+    teacher: str | None = typer.Option(None, help="openai | sim | vllm. Default: the recipe's teacher.kind; else openai when --base-url/--model is given or --data is; sim only on the bundled data with none of these."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible server URL(s) of the model under test (e.g. a `vllm serve`d student)."),
     model: str | None = typer.Option(None, help="Served model name."),
     samples_per_item: int = typer.Option(1, "--samples-per-item", "-k", min=1, help="Chains sampled per item (one request with n=K)."),
@@ -342,8 +345,9 @@ def eval(  # noqa: A001 - the command's name
     seed: int = typer.Option(0, help="Seed (the sim teacher is reproducible with it)."),
     recipe: str | None = typer.Option(None, help="Recipe YAML (default recipes/<task>.yaml): its teacher section and task_options apply."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set teacher.top_p=0.9 (repeatable)."),
-    force: bool = typer.Option(False, help="Reuse --out even though its config differs."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    force: bool = typer.Option(False, "--force/--no-force", help="Reuse --out even though its config differs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live bar on a terminal; --no-progress (or no terminal): a status line every --status-every seconds."),
+    status_every: float = typer.Option(10.0, "--status-every", min=0, help="Seconds between plain status lines without a terminal (0: none)."),
 ) -> None:
     """Score a model on a benchmark (single pass, or --multiturn through the zoom turn loop): accuracy overall and
     by the benchmark's groups, with 95% CIs."""
@@ -367,9 +371,10 @@ def eval(  # noqa: A001 - the command's name
         def default_data(name: str) -> Path:
             return Path(__file__).resolve().parents[2] / "data" / f"{name}_sample"
     bundled = data is None
-    kind = teacher or ("openai" if (base_url or model or not bundled) else "sim")
     try:
         rec = load_recipe(recipe, task)
+        choice = choose_teacher(teacher, base_url, model, recipe_teacher_kind(rec, set_), bundled)
+        kind = choice.kind
         cfg = build_run_config(
             rec, set_, task=task, seed=seed, limit=limit, inputs__allow_outside_root=True if allow_outside_root else None,
             teacher__kind=kind, teacher__base_url=base_url, teacher__model=model, teacher__concurrency=concurrency,
@@ -385,12 +390,14 @@ def eval(  # noqa: A001 - the command's name
     data_path = Path(data) if data is not None else Path(default_data(task))
     if not data_path.exists():
         fail(f"{data_path}: no such file or directory")
+    if backend_missing(kind):
+        fail(str(backend_missing(kind)))
     label = "sim" if kind == "sim" else (cfg.teacher.model.rstrip("/").split("/")[-1] or kind)
     out_dir = out or Path("runs") / f"eval-{task}-{label}{'-multiturn' if mt else ''}"
     if kind == "sim":
-        typer.echo("model: sim — a scripted simulated teacher driven by annotations, not a model (demo/test)", err=True)
+        typer.echo(f"model: sim {choice.why} — a scripted simulated teacher driven by annotations, not a model (demo/test)", err=True)
     elif kind == "openai":
-        typer.echo(f"model: {cfg.teacher.model} at {public_urls(cfg.teacher.base_url)}", err=True)
+        typer.echo(f"model: {cfg.teacher.model} at {public_urls(cfg.teacher.base_url)} {choice.why}", err=True)
     else:
         typer.echo(f"model: {cfg.teacher.model} (in-process vLLM)", err=True)
     typer.echo(f"data: {data_path}   run: {out_dir}", err=True)
@@ -403,12 +410,23 @@ def eval(  # noqa: A001 - the command's name
             task, data_path, cfg.teacher, out_dir, image_root=str(image_root) if image_root else None,
             samples_per_item=samples_per_item, circular=circular, format_check=format_check, limit=limit, seed=seed,
             task_options=cfg.task_options, force=force, progress=progress,
-            multiturn=cfg.multiturn if mt else None, max_turns=turns, inputs=cfg.inputs,
+            multiturn=cfg.multiturn if mt else None, max_turns=turns, inputs=cfg.inputs, status_every=status_every,
         )
-    except (TeacherUnavailable, RunError, SampleLoadError, Aborted, ConfigError) as exc:
+    except Aborted as exc:  # the model's server went down mid-run: what failed so far, then why it stopped
+        try:
+            groups = json.loads((out_dir / "summary.json").read_text()).get("failure_groups", [])
+        except (OSError, json.JSONDecodeError):
+            groups = []
+        for g in groups[:10]:
+            typer.echo(f"  {g['count']:>5} × {g['kind']}   (e.g. {g['example']})", err=True)
+        fail(str(exc))
+    except (TeacherUnavailable, RunError, SampleLoadError, ConfigError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         typer.echo(f"interrupted: scored items are saved in {out_dir}; rerun the same command to resume", err=True)
         raise typer.Exit(130) from None
     typer.echo((path / "summary.md").read_text())
     typer.echo(f"per-item results: {path / 'trees.jsonl'}   summary: {path / 'summary.json'}", err=True)
+    if summary.items == 0:
+        typer.echo("error: no item was scored", err=True)
+        raise typer.Exit(1)

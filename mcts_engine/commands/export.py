@@ -45,7 +45,7 @@ def export(
 ) -> None:
     """Linearize search trees into training data (TRL, verl, EasyR1, LLaMA-Factory)."""
     from ..config import ConfigError
-    from ..export.formats import FLAVORS, MODES, ExportError, export_run, kinds_for, resolve_export_config, resolve_mode
+    from ..export.formats import FLAVORS, KINDS, MODES, ExportError, export_run, kinds_for, resolve_export_config, resolve_mode
     from ..store import RunError, RunStore
 
     if flavor not in FLAVORS:
@@ -57,6 +57,9 @@ def export(
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out}: is an existing file, not a directory (export writes a directory of files)")
     kinds = [k.strip() for k in kind.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in (*KINDS, "all")]
+    if unknown or not kinds or ("all" in kinds and len(kinds) > 1):
+        fail(f"--kind {(unknown or [kind])[0]!r}: expected one of {', '.join(KINDS)} (comma-separated) or all")
     try:
         store = RunStore.open_existing(run)
         if kinds == ["all"]:
@@ -94,8 +97,29 @@ def export(
         for k, d in sorted(result.kind_skips.items()):
             for reason, n in sorted(d.items(), key=lambda kv: -kv[1]):
                 typer.echo(f"  {k}: {n} sample(s) without rows: {reason}")
-    typer.echo(
-        f"exported {result.samples_exported}/{result.trees} samples to {result.out_dir} in {result.seconds:.1f}s "
-        f"({result.output_bytes / 1e6:.1f} MB; images {result.unique_image_bytes / 1e6:.1f} MB unique, "
-        f"text {result.text_bytes / 1e6:.1f} MB); details in export_summary.json"
-    )
+    typer.echo(f"exported {result.samples_exported}/{result.trees} samples to {result.out_dir} in {result.seconds:.1f}s: "
+               + size_line(result.output_bytes, result.unique_image_bytes, result.text_bytes) + "; details in export_summary.json")
+    hint = next_train_hint(run, Path(result.out_dir), sorted(result.rows), format)
+    if hint:
+        typer.echo(hint, err=True)
+
+
+def size_line(on_disk: int, image_bytes: int, text_bytes: int) -> str:
+    """The sizes, each under its own name: the files on disk (compressed, each image stored once per file
+    that uses it) and, separately, what went in (unique images + row text before compression) with its own
+    total, so no printed total is ever smaller than a part of it."""
+    img, txt = round(image_bytes / 1e6, 2), round(text_bytes / 1e6, 2)
+    return (f"{on_disk / 1e6:.2f} MB on disk; content before compression {img + txt:.2f} MB "
+            f"= images {img:.2f} MB (unique) + text {txt:.2f} MB")
+
+
+def next_train_hint(run: Path, out_dir: Path, row_names: list[str], fmt: str) -> str | None:
+    """The `mcts-engine train` command that consumes this export (the bundled trainer reads TRL parquet)."""
+    if fmt != "parquet":
+        return None
+    for method in ("sft", "grpo"):
+        if f"{method}_train" in row_names or f"{method}_train.parquet" in row_names:
+            val = f" --val {out_dir / 'sft_val.parquet'}" if method == "sft" and (out_dir / "sft_val.parquet").exists() else ""
+            return (f"next: mcts-engine train --method {method} --model <student, e.g. Qwen/Qwen2.5-VL-3B-Instruct> "
+                    f"--data {out_dir / f'{method}_train.parquet'}{val} --out {run / f'train-{method}'}")
+    return None

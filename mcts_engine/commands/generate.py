@@ -1,13 +1,32 @@
-"""``mcts-engine generate``: batched MCTS over a dataset into a resumable run directory."""
+"""``mcts-engine generate``: batched MCTS over a dataset into a resumable run directory.
+
+Also: ``--dry-run`` (a pilot of ``--pilot K`` samples kept in the run, then a projection of calls, choices,
+tokens and wall time for the whole dataset) and ``--print-config`` (the resolved config, then exit).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from . import fail
+from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 from ..teachers.urls import public_urls
+
+
+def project(stats: dict[str, Any], total: int, calls_per_s: float | None) -> dict[str, Any]:
+    """Whole-dataset projection from a pilot: per-finished-tree averages × ``total`` samples; wall time
+    at the measured call rate (None when no call was timed). Pure: ``stats`` is ``summarize``'s dict."""
+    n = int(stats.get("finished", 0))
+    if n == 0:
+        raise ValueError("no pilot sample finished: nothing to project from")
+    per = {k: stats.get(k, 0) / n for k in ("calls", "choices", "prompt_tokens", "completion_tokens")}
+    out: dict[str, Any] = {"pilot_trees": n, "samples": total, "per_sample": per}
+    out.update({k: round(v * total) for k, v in per.items()})
+    out["wall_s"] = out["calls"] / calls_per_s if calls_per_s else None
+    return out
 
 
 def generate(
@@ -15,26 +34,34 @@ def generate(
     data: Path | None = typer.Option(None, help="Samples: .jsonl (ViGoRL or plain), .parquet, or a datasets dir. Default: bundled data/<task>_sample."),
     image_root: Path | None = typer.Option(None, help="Directory that relative image paths are resolved against (default: the data file's directory); images must stay inside it."),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Accept image paths that resolve outside the image root (absolute paths, ../, symlinks out); see docs/input-data.md."),
-    teacher: str | None = typer.Option(None, help="openai | sim | vllm. Default: sim on bundled data, openai otherwise."),
-    base_url: str | None = typer.Option(None, help="OpenAI-compatible server URL(s), comma-separated (e.g. http://localhost:8000/v1)."),
-    model: str | None = typer.Option(None, help="Served model name."),
+    teacher: str | None = typer.Option(None, help="openai | sim | vllm. Default: the recipe's teacher.kind; else openai when --base-url/--model is given or --data is; sim only on the bundled data with none of these."),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible server URL(s), comma-separated (e.g. http://localhost:8000/v1). Selects the openai teacher."),
+    model: str | None = typer.Option(None, help="Served model name. Selects the openai teacher."),
     concurrency: int | None = typer.Option(None, help="Teacher requests in flight."),
     limit: int | None = typer.Option(None, help="Only the first N samples."),
     seed: int | None = typer.Option(None, help="Seed (the sim teacher is reproducible with it)."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<task>-<teacher>)."),
     recipe: str | None = typer.Option(None, help="Recipe YAML file or bundled name, e.g. vstar_multiturn (default recipes/<task>.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set search.simulations=16 (repeatable)."),
-    force: bool = typer.Option(False, help="Reuse --out even though its config differs."),
-    progress: bool = typer.Option(True, help="Show the live progress bar."),
+    force: bool = typer.Option(False, "--force/--no-force", help="Reuse --out even though its config differs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live bar on a terminal; --no-progress (or no terminal): a status line every --status-every seconds."),
+    status_every: float = typer.Option(10.0, "--status-every", min=0, help="Seconds between plain status lines without a terminal (0: none)."),
+    dry_run: bool = typer.Option(False, "--dry-run/--no-dry-run", help="Load the data, check the teacher, run a pilot of --pilot samples (kept in the run) and print the projected calls, tokens and wall time for the whole dataset; then exit."),
+    pilot: int = typer.Option(4, "--pilot", min=1, help="Samples in the --dry-run pilot."),
+    print_config: bool = typer.Option(False, "--print-config/--no-print-config", help="Print the resolved config and exit."),
+    config_format: str = typer.Option("yaml", "--config-format", help="yaml | json (for --print-config)."),
 ) -> None:
     """Search grounded reasoning chains with a teacher VLM and store every tree."""
     from ..config import ConfigError, build_run_config, load_recipe
     from ..generate import Aborted, Interrupted, default_data, run_generate
+    from ..progress import count_samples, resume_line
     from ..samples import SampleLoadError
     from ..store import RunError
     from ..tasks import task_names
     from ..teachers.base import TeacherUnavailable
 
+    if config_format not in ("yaml", "json"):
+        fail(f"--config-format {config_format!r}: expected yaml or json")
     try:
         rec = load_recipe(recipe, task or "sat2") if recipe else None
         task = task or (rec or {}).get("task") or "sat2"
@@ -42,7 +69,7 @@ def generate(
             fail(f"unknown task {task!r} (known: {', '.join(task_names())})")
         rec = rec if rec is not None else load_recipe(None, task)
         bundled = data is None
-        kind = teacher or ("sim" if bundled else "openai")
+        choice = choose_teacher(teacher, base_url, model, recipe_teacher_kind(rec, set_), bundled)
         cfg = build_run_config(
             rec,
             set_,
@@ -51,7 +78,7 @@ def generate(
             image_root=str(image_root) if image_root else None,
             limit=limit,
             seed=seed,
-            teacher__kind=kind,
+            teacher__kind=choice.kind,
             teacher__base_url=base_url,
             teacher__model=model,
             teacher__concurrency=concurrency,
@@ -59,18 +86,41 @@ def generate(
         )
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    out_dir = out or Path("runs") / f"{task}-{kind}"
-    why = "(default on bundled data)" if teacher is None and bundled else "(default for --data)" if teacher is None else ""
+    out_dir = out or Path("runs") / f"{task}-{choice.kind}"
+    if print_config:
+        typer.echo(_dump(cfg.to_dict(), config_format), nl=False)
+        return
+    kind = choice.kind
+    if backend_missing(kind):
+        fail(str(backend_missing(kind)))
     if kind == "sim":
-        typer.echo(f"teacher: sim {why} — a scripted simulated teacher driven by annotations, not a model", err=True)
+        typer.echo(f"teacher: sim {choice.why} — a scripted simulated teacher driven by annotations, not a model", err=True)
     elif kind == "openai":
-        typer.echo(f"teacher: openai {why} — {cfg.teacher.model} at {public_urls(cfg.teacher.base_url)}", err=True)
+        typer.echo(f"teacher: openai {choice.why} — {cfg.teacher.model} at {public_urls(cfg.teacher.base_url)}", err=True)
     else:
-        typer.echo(f"teacher: vllm (in-process) — {cfg.teacher.model}", err=True)
-    typer.echo(f"data: {cfg.data}   run: {out_dir}", err=True)
+        typer.echo(f"teacher: vllm (in-process) {choice.why} — {cfg.teacher.model}", err=True)
+    data_path = Path(cfg.data or default_data(task))
+    if not data_path.exists():
+        fail(f"{data_path}: no such file or directory")
+    total = count_samples(data_path, cfg.limit)
+    typer.echo(f"data: {cfg.data} ({'?' if total is None else total} samples)   run: {out_dir}", err=True)
+    done = _finished_here(out_dir, cfg.hash())
+    if done is not None and not dry_run:
+        if total is not None and len(done) >= total and _all_done(data_path, cfg, done):
+            typer.echo(f"{out_dir}: {resume_line(len(done), total)} (the run is complete)", err=True)
+            typer.echo(_next_export(out_dir), err=True)
+            return
+        if done:
+            typer.echo(resume_line(len(done), total), err=True)
+    if dry_run:
+        _dry_run(cfg, out_dir, total, pilot, force, len(done or ()))
+        return
     try:
-        stats = run_generate(cfg, out_dir, force=force, progress=progress)
-    except (TeacherUnavailable, RunError, SampleLoadError, Aborted, ValueError) as exc:
+        stats = run_generate(cfg, out_dir, force=force, progress=progress, status_every=status_every)
+    except Aborted as exc:  # the teacher went down mid-run: what failed so far, then why it stopped
+        _print_groups(_stored_stats(out_dir), out_dir)
+        fail(str(exc))
+    except (TeacherUnavailable, RunError, SampleLoadError, ValueError) as exc:
         fail(str(exc))
     except Interrupted as exc:  # SIGINT/SIGTERM: the trees in flight were checkpointed first
         typer.echo(str(exc), err=True)
@@ -78,10 +128,110 @@ def generate(
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished samples are saved in {out_dir}; rerun the same command to resume", err=True)
         raise typer.Exit(130) from None
-    s = stats
+    _finish(stats, out_dir)
+
+
+def _finish(s: dict[str, Any], out_dir: Path) -> None:
+    """The summary line, failures grouped by kind, the next step; exit 1 when no sample succeeded."""
     typer.echo(
         f"done: {s['finished']} trees ({s['solved']} solved, {s['solve_rate']:.0%}), {s['failed']} failed, "
         f"{s['calls']} teacher calls, {s['nodes']} nodes → {out_dir}"
     )
-    if s["failed"]:
-        typer.echo(f"failures: {out_dir / 'failures.jsonl'}", err=True)
+    _print_groups(s, out_dir)
+    if s["finished"] == 0:
+        typer.echo("error: no sample succeeded", err=True)
+        raise typer.Exit(1)
+    typer.echo(_next_export(out_dir), err=True)
+
+
+def _print_groups(s: dict[str, Any], out_dir: Path) -> None:
+    from ..failures import FailureGroup, format_groups
+
+    groups = [FailureGroup(g["kind"], g["count"], g["example"]) for g in s.get("failure_groups", [])]
+    if groups:
+        typer.echo(f"failures by kind ({out_dir / 'failures.jsonl'}):", err=True)
+        for line in format_groups(groups):
+            typer.echo(line, err=True)
+
+
+def _stored_stats(out_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out_dir / "stats.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _next_export(out_dir: Path) -> str:
+    return f"next: mcts-engine export --run {out_dir}   (training data; `mcts-engine report --run {out_dir}` to look at the trees)"
+
+
+def _dump(d: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(d, indent=2, sort_keys=False, default=str) + "\n"
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(d, default=str)), sort_keys=False)
+
+
+def _finished_here(out_dir: Path, config_hash: str) -> set[str] | None:
+    """Sample ids already finished in ``out_dir`` when it is a run of this same config, else None."""
+    from ..store import RunStore
+
+    cfg_path = out_dir / "config.json"
+    if not cfg_path.exists():
+        return None
+    try:
+        if json.loads(cfg_path.read_text()).get("hash") != config_hash:
+            return None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return RunStore(out_dir).finished_ids()
+
+
+def _all_done(data_path: Path, cfg: Any, done: set[str]) -> bool:
+    """Whether every sample id the data yields (up to ``--limit``) is finished (ids read, no teacher)."""
+    from ..samples import Sample, SampleLoadError, load_samples, unique_samples
+
+    try:
+        items = unique_samples(load_samples(data_path, cfg.image_root, cfg.task), cfg.limit)
+        return all(isinstance(it, Sample) and it.id in done for it in items)
+    except (SampleLoadError, OSError, ValueError):
+        return False
+
+
+def _dry_run(cfg: Any, out_dir: Path, total: int | None, k: int, force: bool, already: int) -> None:
+    """A pilot of ``k`` samples not yet done (kept in the run: the real run resumes after them), then the projection."""
+    from dataclasses import replace
+
+    from ..generate import Aborted, run_generate
+    from ..progress import fmt_duration
+    from ..samples import SampleLoadError
+    from ..store import RunError
+    from ..teachers.base import TeacherUnavailable
+
+    limit = already + k if cfg.limit is None else min(cfg.limit, already + k)
+    typer.echo(f"dry run: pilot of {max(0, limit - already)} sample(s) into {out_dir} (kept: the real run resumes after them)", err=True)
+    try:
+        stats = run_generate(replace(cfg, limit=limit), out_dir, force=force, progress=False)
+    except (TeacherUnavailable, RunError, SampleLoadError, Aborted, ValueError) as exc:
+        fail(str(exc))
+    sess = stats.get("session", {})
+    rate = sess.get("calls_per_s") if sess.get("calls") else None
+    try:
+        proj = project(stats, total if total is not None else stats["finished"], rate)
+    except ValueError as exc:
+        _finish(stats, out_dir)  # prints why the pilot failed, exits 1
+        fail(str(exc), 1)
+    per = proj["per_sample"]
+    typer.echo(f"measured on {proj['pilot_trees']} tree(s) in the run ({stats['solved']} solved): per sample {per['calls']:.1f} calls, "
+               f"{per['choices']:.1f} choices, {per['prompt_tokens']:.0f} prompt + {per['completion_tokens']:.0f} completion tokens")
+    wall = "unknown (no call timed in this session)" if proj["wall_s"] is None else (
+        f"{fmt_duration(proj['wall_s'])} at the pilot's {rate:.2f} calls/s (more trees in flight usually go faster)")
+    typer.echo(
+        f"projected for {proj['samples']} samples: {proj['calls']:,} calls, {proj['choices']:,} choices, "
+        f"{proj['prompt_tokens']:,} prompt tokens, {proj['completion_tokens']:,} completion tokens, wall time {wall}"
+    )
+    if stats.get("failed"):
+        typer.echo(f"pilot failures: {stats['failed']} (see {out_dir / 'failures.jsonl'})", err=True)
+    typer.echo("next: run the same command without --dry-run", err=True)
+

@@ -1,19 +1,21 @@
-"""One self-contained offline HTML report of a run (an I/O edge): no server, no script, no network.
+"""The HTML report of a run (an I/O edge): one offline page (no server, no network) that opens fast at
+10,000 trees.
 
-Contents: run statistics (trees, solve rate, teacher calls and tokens summed from each tree's
-``stats``, ``stats.json``), histograms (answer depth, branching = children per expanded node, root
-value), failure reasons (``failures.jsonl``), step rejection reasons (``Tree.rejected``), unreadable
-records; then, for the first ``limit`` samples, the image in the teacher's frame with the numbered
-points of the best chain drawn on it (PIL; JPEG data URI), the chain text, the verifier's verdict and the
-whole tree as nested ``<details>`` (visits, Q, point, text; the best path unfolded).
+What the page holds: run statistics (trees, solve rate, calls and tokens summed over each tree's ``stats``,
+``stats.json``), histograms (answer depth, branching, root value), solve rate per question type, failures
+grouped by kind (``mcts_engine.failures``: reason without the sample id, count, one example id), step
+rejection reasons, a colour legend; then an index table of every tree (id, question type, solved, root value,
+depth, nodes, the verdict of the search's pick) with filters (unsolved, wrong, solved, question type, text
+search), sorting and pages; clicking a row renders that sample's card on demand (the image in the teacher's
+frame with the numbered points of the best chain, the chain, the verdict, the whole tree; multi-turn runs:
+each zoom turn beside its crop) from one line of embedded compact JSON — nothing is pre-rendered per tree.
 
-The best chain is the exporter's ``best`` chain (verified-correct, all steps in frame); without one,
-the highest-value valid path is shown and labelled as such.
+Images: referenced from the run directory (``RUN/images/``, written by ``generate``; else the sample's own
+file), relative to where the page is written, unless ``self_contained`` — then inlined as JPEG data URIs
+(default: inlined for runs of at most ``INLINE_MAX_TREES`` trees, referenced above that).
 
-Multi-turn trees (steps carrying an environment observation) show the chain turn by turn instead: for
-each zoom, the full frame with that turn's point (numbered) and the crop's region outlined, beside the
-crop the environment returned (read from the run's ``images/``), and the turn's text with its tool call;
-then the answer turn.
+The best chain is the exporter's ``best`` chain (verified-correct, all steps in frame); without one, the
+highest-value valid path is shown and labelled as such. The page's script and style: ``report_assets``.
 """
 
 from __future__ import annotations
@@ -21,35 +23,43 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..failures import group_failures, open_failures
 from ..grounding import Point, format_chain
+from ..input_checks import confine, open_bounded
 from ..search.tree import Node, Tree
 from ..store import RunStore
-from ..input_checks import open_bounded
 from .formats import frame_image, image_root_for, run_file, run_inputs, sample_from_record
 from .linearize import ExportConfig, Linearizer, PathInfo
+from .report_assets import CSS, JS
 
 MARK = (230, 30, 30)  # point marker colour (tests look for it)
 LINE = (255, 210, 0)
-CROP_BOX = (0, 200, 90)  # outline of a multi-turn crop's region on the full image
 DISPLAY_MAX = 768  # longest side of an embedded image, pixels
 TURN_MAX = 384  # longest side of each multi-turn thumbnail (full image and crop)
+INLINE_MAX_TREES = 100  # runs up to this size inline their images by default (self-contained page)
+NODE_TEXT_MAX = 160  # characters of a node's text in the tree view
+QUESTION_TYPE_KEYS = ("question_type", "sub_task", "category", "ui_type", "platform", "data_type")
 
 
 @dataclass
 class ReportResult:
     path: str
     trees: int
-    samples_shown: int
+    samples_shown: int  # cards available on the page (every tree, up to --limit)
     solved: int
     bytes: int
+    self_contained: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,18 +100,6 @@ def draw_points(img: Image.Image, points: list[Point], boxes: list[list[float]] 
     return out
 
 
-def draw_zoom(img: Image.Image, point: Point, box: list[int] | None, index: int) -> Image.Image:
-    """The full frame with one zoom: the crop's region (xyxy, x2/y2 exclusive) outlined in green and
-    the point as the red disc numbered ``index``."""
-    out = img.convert("RGB").copy()
-    d = ImageDraw.Draw(out)
-    r = max(4, min(out.size) // 50)
-    if box and len(box) == 4:
-        d.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=CROP_BOX, width=max(2, r // 2))
-    _disc(d, point, r, str(index), _font(r))
-    return out
-
-
 def data_uri(img: Image.Image, quality: int = 88, max_side: int = DISPLAY_MAX) -> str:
     if max(img.size) > max_side:
         s = max_side / max(img.size)
@@ -128,6 +126,7 @@ class RunStats:
         self.tree_stats: dict[str, float] = {}
         self.bad_records: list[str] = []
         self.tasks: Counter[str] = Counter()
+        self.by_type: dict[str, list[int]] = {}  # question type → [trees, solved]
 
     def add(self, tree: Tree, solved: bool) -> None:
         self.trees += 1
@@ -159,80 +158,82 @@ def _sum_into(acc: dict[str, float], d: dict[str, Any], prefix: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# HTML pieces
+# One tree → its index row and its card (plain data; the page's script renders them)
 # --------------------------------------------------------------------------------------------
 
-_CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:6px 0}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:left}
-.num{text-align:right;font-variant-numeric:tabular-nums}
-.bar{background:#4a7fd4;height:12px;display:inline-block;vertical-align:middle}
-.sample{border:1px solid #ddd;border-radius:6px;padding:12px;margin:16px 0}
-.sample img{max-width:100%;border:1px solid #ccc}
-.row{display:flex;gap:16px;flex-wrap:wrap}.col{flex:1 1 420px;min-width:320px}
-pre{white-space:pre-wrap;background:#f6f6f6;padding:8px;border-radius:4px}
-.ok{color:#137a2a;font-weight:600}.bad{color:#b3261e;font-weight:600}.muted{color:#777}
-details{margin-left:14px}summary{cursor:pointer}
-.node-ok{color:#137a2a}.node-bad{color:#b3261e}.best>summary{background:#fff6c4}
-.turn{display:flex;gap:12px;align-items:flex-start;flex-wrap:wrap;border-top:1px dashed #ddd;padding:8px 0}
-.turn figure{margin:0}.turn figcaption{font-size:12px;color:#777}.turn img{max-width:384px}
-.turn pre{flex:1 1 300px;margin:0}
-"""
+
+def question_type(tree: Tree) -> str:
+    """The sample's question type for the per-type solve rate: the first of :data:`QUESTION_TYPE_KEYS` found in
+    the sample record or its metadata, else the task name."""
+    rec = tree.sample or {}
+    meta = rec.get("metadata") or {}
+    for key in QUESTION_TYPE_KEYS:
+        for where in (meta, rec):
+            v = where.get(key) if isinstance(where, dict) else None
+            if v not in (None, ""):
+                return str(v)
+    return tree.task
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
+def search_pick(tree: Tree) -> Node | None:
+    """The answer the search itself would give: from the root, the most-visited child (ties: higher Q) down
+    to an answer node; None when that walk ends without one."""
+    n = tree.root
+    while n.kind != "answer":
+        if not n.children:
+            return None
+        n = max((tree.nodes[c] for c in n.children), key=lambda c: (c.visits, c.q))
+    return n
 
 
-def _table(rows: list[tuple[Any, Any]], head: tuple[str, str] | None = None) -> str:
-    h = f"<tr><th>{_e(head[0])}</th><th>{_e(head[1])}</th></tr>" if head else ""
-    body = "".join(f"<tr><td>{_e(a)}</td><td class=num>{_e(b)}</td></tr>" for a, b in rows)
-    return f"<table>{h}{body}</table>"
+def index_row(tree: Tree, lin: Linearizer, solved: bool) -> list[Any]:
+    pick = search_pick(tree)
+    verdict = lin.correct.get(pick.id) if pick is not None else None
+    question = str(tree.sample.get("question") or tree.prompt.get("user") or "")
+    return [tree.sample_id, question_type(tree), bool(solved), round(tree.root.q, 3),
+            max((n.depth for n in tree.nodes), default=0), len(tree.nodes),
+            1 if verdict is True else 0 if verdict is False else -1, question[:120]]
 
 
-def _histogram(title: str, counts: dict[Any, int]) -> str:
-    if not counts:
-        return f"<h3>{_e(title)}</h3><p class=muted>no data</p>"
-    top = max(counts.values())
-    rows = "".join(
-        f"<tr><td>{_e(k)}</td><td class=num>{v}</td><td><span class=bar style='width:{max(1, round(300 * v / top))}px'></span></td></tr>"
-        for k, v in sorted(counts.items(), key=lambda kv: (isinstance(kv[0], str), kv[0]))
-    )
-    return f"<h3>{_e(title)}</h3><table>{rows}</table>"
+@lru_cache(maxsize=65536)
+def _href(path: Path, page_dir: Path) -> str:
+    """A relative URL from the page to ``path`` (forward slashes, spaces etc. escaped)."""
+    from urllib.parse import quote
+
+    return quote(os.path.relpath(os.path.abspath(path), os.path.abspath(page_dir)).replace(os.sep, "/"))
 
 
-def _node_line(n: Node, correct: bool | None) -> str:
-    bits = [f"#{n.id}", n.kind]
-    if n.source not in ("root", "expand"):
-        bits.append(n.source)
-    bits.append(f"Q {n.q:.2f}")
-    bits.append(f"N {n.visits}")
-    if n.point is not None:
-        bits.append(f"({n.point[0]}, {n.point[1]})")
-    text = n.thought or ""
-    if n.kind == "answer":
-        mark = "✓" if correct else ("✗" if correct is False else "?")
-        text = f"{text} → {n.answer!r} {mark}".strip()
-    if len(text) > 160:
-        text = text[:157] + "…"
-    cls = " class=node-ok" if correct else (" class=node-bad" if correct is False else "")
-    return f"<span{cls}>{_e(' · '.join(bits))}</span> {_e(text)}"
+def _image_ref(tree: Tree, config: dict[str, Any], image_root: str | None, run_dir: Path, page_dir: Path | None) -> str:
+    """Where the card's frame image comes from: a relative link (``page_dir``), else a JPEG data URI. Only
+    files inside the run directory (cached frames) or the image root (sources) are linked or read."""
+    root, inputs = image_root_for(tree.sample, config, image_root), run_inputs(config)
+    if page_dir is not None:
+        if tree.images:
+            f = run_file(run_dir, str(tree.images[0].get("file", "")))
+            if f.is_file():
+                return _href(f, page_dir)
+        src = str((tree.sample.get("images") or [""])[0])
+        if src and not src.startswith("bytes:"):
+            p = confine(src, root if root is not None else ".", inputs.allow_outside_root)
+            if p.is_file():
+                return _href(p, page_dir)
+    return data_uri(frame_image(tree, root, run_dir, inputs))
 
 
-def _tree_html(tree: Tree, correct: dict[int, bool | None], best: set[int]) -> str:
-    def rec(n: Node) -> str:
-        kids = "".join(rec(tree.nodes[c]) for c in n.children)
-        line = _node_line(n, correct.get(n.id)) if n.parent is not None else f"root · Q {n.q:.2f} · N {n.visits}"
-        attrs = (" open" if (n.id in best or n.parent is None) else "") + (" class=best" if n.id in best else "")
-        if not kids:
-            return f"<details{attrs}><summary>{line}</summary></details>"
-        return f"<details{attrs}><summary>{line}</summary>{kids}</details>"
+def _crop_ref(rec: dict[str, Any], run_dir: Path, page_dir: Path | None, max_pixels: int) -> str | None:
+    name = str(rec.get("file", ""))
+    path = run_file(run_dir, name)
+    if not path.is_file():
+        return None
+    if page_dir is not None:
+        return _href(path, page_dir)
+    with open_bounded(path, max_pixels, name) as im:
+        return data_uri(im.convert("RGB"), max_side=TURN_MAX)
 
-    return rec(tree.root)
 
-
-def _sample_html(tree: Tree, lin: Linearizer, task: Any, config: dict[str, Any], image_root: str | None, run_dir: Path) -> str:
+def card(tree: Tree, lin: Linearizer, task: Any, config: dict[str, Any], image_root: str | None, run_dir: Path,
+         page_dir: Path | None) -> dict[str, Any]:
+    """Everything one sample's card shows, as compact JSON-ready data (``page_dir`` None: images inlined)."""
     ranked = lin.correct_paths()
     shown: PathInfo | None = ranked[0] if ranked else None
     label = "best verified-correct chain"
@@ -240,88 +241,66 @@ def _sample_html(tree: Tree, lin: Linearizer, task: Any, config: dict[str, Any],
         valid = sorted(lin.paths(), key=PathInfo.rank_key)
         shown = valid[0] if valid else None
         label = "no verified-correct chain: highest-value valid path" if shown else "no valid path"
-    points = [s.frame_point for s in shown.steps] if shown else []
-    # image
+    d = lin.difficulty()
+    c: dict[str, Any] = {
+        "id": tree.sample_id, "task": tree.task, "qtype": question_type(tree),
+        "q": str(tree.prompt.get("user") or tree.sample.get("question", "")),
+        "truth": tree.truth.get("answer", "?"), "frame": [tree.frame.width, tree.frame.height],
+        "orig": [tree.frame.orig_width, tree.frame.orig_height], "label": label, "n": len(tree.nodes),
+        "rootq": round(d.root_value, 3), "nc": d.correct, "nv": d.verified, "solved": bool(d.solved),
+        "rejected": len(tree.rejected), "chain": None, "points": [], "boxes": [], "best": [],
+    }
     try:
-        img = frame_image(tree, image_root_for(tree.sample, config, image_root), run_dir, run_inputs(config))
-        boxes = []
-        try:
-            boxes = [b["bbox"] for b in task.hint_boxes(sample_from_record(tree.sample), tree.frame)] if task else []
-        except Exception:
-            boxes = []
-        img_html = f"<img alt='sample {_e(tree.sample_id)}' src='{data_uri(draw_points(img, points, boxes))}'>"
-    except Exception as exc:
-        img_html = f"<p class=bad>image unavailable: {_e(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}</p>"
-    # chain + verdict
-    mt_turns = [tree.nodes[nid] for nid in shown.nodes if tree.nodes[nid].observation] if shown else []
+        c["img"] = _image_ref(tree, config, image_root, run_dir, page_dir)
+    except Exception as exc:  # a missing or unreadable image: the card says so
+        c["img"], c["img_error"] = None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    try:
+        c["boxes"] = [[round(v, 1) for v in b["bbox"]] for b in task.hint_boxes(sample_from_record(tree.sample), tree.frame)] if task else []
+    except Exception:
+        c["boxes"] = []
     if shown is not None:
-        chain = format_chain([s.text for s in shown.steps], shown.answer)
         leaf = tree.nodes[shown.leaf]
-        verdict = ""
+        reason = ""
         if task is not None:
             try:
-                v = task.verify(leaf.answer, tree.truth)
-                verdict = f" ({v.reason})" if v.reason else ""
+                reason = task.verify(leaf.answer, tree.truth).reason or ""
             except Exception as exc:
-                verdict = f" (verifier error: {type(exc).__name__})"
-        ok = lin.correct.get(leaf.id)
-        mark = "<span class=ok>✓ correct</span>" if ok else ("<span class=bad>✗ wrong</span>" if ok is False else "<span class=muted>unverified</span>")
-        verdict_html = f"<p>Answer {_e(repr(shown.answer))}: {mark}{_e(verdict)} · truth {_e(repr(tree.truth.get('answer', '?')))} · path value {shown.value:.2f}</p>"
-        chain_html = f"<p class=muted>{_e(label)}</p><pre>{_e(chain)}</pre>"
-        if mt_turns:
-            chain_html = f"<p class=muted>{_e(label)}: {len(mt_turns)} zoom turn(s), crops below</p>"
-        best_nodes = set(shown.nodes)
-    else:
-        verdict_html, chain_html, best_nodes = f"<p class=bad>{_e(label)}</p>", "", set()
-    d = lin.difficulty()
-    head = (
-        f"<h3>{_e(tree.sample_id)} <span class=muted>· {_e(tree.task)} · {len(tree.nodes)} nodes · "
-        f"root Q {d.root_value:.2f} · {d.correct}/{d.verified} correct leaves · "
-        f"{'solved' if d.solved else 'unsolved'} · frame {tree.frame.width}×{tree.frame.height} "
-        f"(orig {tree.frame.orig_width}×{tree.frame.orig_height})</span></h3>"
-    )
-    question = tree.prompt.get("user") or tree.sample.get("question", "")
-    rejected = f"<p class=muted>{len(tree.rejected)} rejected step(s)</p>" if tree.rejected else ""
-    turns_html = ""
-    if mt_turns and shown is not None:
-        turns_html = _turns_html(tree, mt_turns, tree.nodes[shown.leaf], image_root, config, run_dir)
-    return (
-        f"<div class=sample id='s-{_e(tree.sample_id)}'>{head}<div class=row><div class=col>{img_html}</div>"
-        f"<div class=col><p><b>Question</b></p><pre>{_e(question)}</pre>{chain_html}{verdict_html}{rejected}</div></div>"
-        f"{turns_html}"
-        f"<details><summary>search tree</summary>{_tree_html(tree, lin.correct, best_nodes)}</details></div>"
-    )
+                reason = f"verifier error: {type(exc).__name__}"
+        c.update(chain=format_chain([s.text for s in shown.steps], shown.answer), answer=shown.answer,
+                 ok=lin.correct.get(leaf.id), reason=reason, value=round(shown.value, 3),
+                 points=[list(s.frame_point) for s in shown.steps], best=list(shown.nodes), last=leaf.text.strip())
+        turns = [tree.nodes[nid] for nid in shown.nodes if tree.nodes[nid].observation]
+        if turns:
+            c["turns"] = [_turn(n, run_dir, page_dir, run_inputs(config).max_image_pixels) for n in turns]
+    c["tree"] = [_node_row(n, lin.correct.get(n.id)) for n in tree.nodes]
+    return c
 
 
-def _turns_html(tree: Tree, turns: list[Node], leaf: Node, image_root: str | None, config: dict[str, Any], run_dir: Path) -> str:
-    """Multi-turn: each zoom turn as [full frame with its point and crop region] [the crop] [the turn's text]."""
+def _turn(n: Node, run_dir: Path, page_dir: Path | None, max_pixels: int) -> dict[str, Any]:
+    obs = n.observation or {}
+    rec = obs.get("image") or {}
+    point = list(n.point or tuple(obs.get("point") or (0, 0)))
     try:
-        full: Image.Image | None = frame_image(tree, image_root_for(tree.sample, config, image_root), run_dir, run_inputs(config))
+        crop = _crop_ref(rec, run_dir, page_dir, max_pixels)
     except Exception:
-        full = None
-    rows = []
-    for i, n in enumerate(turns, start=1):
-        obs = n.observation or {}
-        point = n.point or tuple(obs.get("point") or (0, 0))
-        box = [int(v) for v in obs.get("box") or []]
-        if full is not None:
-            left = (f"<figure><img alt='turn {i}: full image' src='{data_uri(draw_zoom(full, point, box, i), max_side=TURN_MAX)}'>"
-                    f"<figcaption>turn {i}: ({point[0]}, {point[1]}) · region {box}</figcaption></figure>")
-        else:
-            left = "<p class=bad>image unavailable</p>"
-        rec = obs.get("image") or {}
-        try:
-            name = str(rec.get("file", ""))
-            with open_bounded(run_file(run_dir, name), run_inputs(config).max_image_pixels, name) as im:
-                crop = im.convert("RGB")
-            right = (f"<figure><img class=crop alt='turn {i}: crop' src='{data_uri(crop, max_side=TURN_MAX)}'>"
-                     f"<figcaption>crop {crop.width}×{crop.height} ({_e(rec.get('file', ''))})</figcaption></figure>")
-        except Exception:
-            right = f"<p class=bad>crop unavailable: {_e(rec.get('file', '?'))}</p>"
-        text = f"{n.text.strip()}\n\n{obs.get('text', '')}"
-        rows.append(f"<div class=turn>{left}{right}<pre>{_e(text)}</pre></div>")
-    rows.append(f"<div class=turn><pre>{_e(leaf.text.strip())}</pre></div>")
-    return f"<details open><summary>turns ({len(turns)} zooms)</summary>{''.join(rows)}</details>"
+        crop = None
+    size = f"{rec.get('width')}×{rec.get('height')} ({rec.get('file', '')})" if rec else ""
+    return {"p": point, "box": [int(v) for v in obs.get("box") or []], "crop": crop, "size": size,
+            "text": f"{n.text.strip()}\n\n{obs.get('text', '')}"}
+
+
+def _node_row(n: Node, correct: bool | None) -> list[Any]:
+    """``[id, parent (-1: root), kind, x, y, visits, Q, verdict (1/0/-1), text]`` of one node."""
+    text = n.thought or ""
+    if n.kind == "answer":
+        text = f"{text} → {n.answer!r}".strip()
+    if n.source not in ("root", "expand"):
+        text = f"[{n.source}] {text}"
+    if len(text) > NODE_TEXT_MAX:
+        text = text[: NODE_TEXT_MAX - 1] + "…"
+    x, y = (n.point if n.point is not None else (None, None))
+    return [n.id, -1 if n.parent is None else n.parent, n.kind, x, y, n.visits, round(n.q, 3),
+            1 if correct is True else 0 if correct is False else -1, text]
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,17 +308,25 @@ def _turns_html(tree: Tree, turns: list[Node], leaf: Node, image_root: str | Non
 # --------------------------------------------------------------------------------------------
 
 
-def build_report(run: str | Path, out: str | Path | None = None, limit: int = 50, image_root: str | None = None) -> ReportResult:
-    """Write the report (default ``RUN/report.html``); returns where and what it holds."""
+def build_report(run: str | Path, out: str | Path | None = None, limit: int | None = None, image_root: str | None = None,
+                 self_contained: bool | None = None) -> ReportResult:
+    """Write the report (default ``RUN/report.html``); returns where and what it holds. ``limit``: at most that
+    many trees on the page (statistics still cover every tree); ``self_contained``: inline the images (default:
+    only for runs of at most :data:`INLINE_MAX_TREES` trees)."""
     from ..tasks import get_task
 
     store = RunStore.open_existing(run)
     config = store.config()
     cfg = config.get("config", {}) if isinstance(config, dict) else {}
     options = dict(cfg.get("task_options") or {})
+    path = Path(out) if out else store.path / "report.html"
+    if self_contained is None:
+        self_contained = sum(1 for _ in store.iter_records()) <= INLINE_MAX_TREES
+    page_dir = None if self_contained else path.parent
     stats = RunStats()
     tasks: dict[str, Any] = {}
-    sections: list[str] = []
+    index: list[list[Any]] = []
+    cards: list[str] = []
     view_cfg = ExportConfig(min_steps=0)
     for tree, err in store.iter_trees():
         if err or tree is None:
@@ -363,59 +350,138 @@ def build_report(run: str | Path, out: str | Path | None = None, limit: int = 50
             lin = Linearizer(tree, view_cfg, None)
             solved = lin.difficulty().solved
         stats.add(tree, solved)
-        if len(sections) < limit:
-            sections.append(_sample_html(tree, lin, task, config, image_root, store.path))
-    failures = Counter(str(f.get("reason", "?"))[:160] for f in store.failures())
-    html_text = _page(store, config, stats, failures, sections, limit)
-    path = Path(out) if out else store.path / "report.html"
+        stats.by_type.setdefault(question_type(tree), [0, 0])
+        stats.by_type[question_type(tree)][0] += 1
+        stats.by_type[question_type(tree)][1] += int(solved)
+        if limit is None or len(cards) < limit:
+            index.append(index_row(tree, lin, solved))
+            cards.append(_json_line(card(tree, lin, task, config, image_root, store.path, page_dir)))
+    groups = group_failures(open_failures(store.failures(), store.finished_ids()))
+    html_text = _page(store, config, stats, groups, index, cards, self_contained)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html_text, encoding="utf-8")
-    return ReportResult(str(path), stats.trees, len(sections), stats.solved, len(html_text.encode("utf-8")))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(html_text, encoding="utf-8")
+    tmp.replace(path)
+    return ReportResult(str(path), stats.trees, len(cards), stats.solved, len(html_text.encode("utf-8")), self_contained)
 
 
-def _page(store: RunStore, config: dict[str, Any], stats: RunStats, failures: Counter, sections: list[str], limit: int) -> str:
+def read_page_data(html_text: str) -> tuple[list[list[Any]], dict[str, dict[str, Any]]]:
+    """The index rows and the cards (by sample id) embedded in a report page (tests, ``scripts/check_report.py``)."""
+    def block(name: str) -> str:
+        start = html_text.index(f"id={name}>") + len(f"id={name}>")
+        return html_text[start:html_text.index("</script>", start)]
+
+    index = json.loads(block("index"))
+    cards = [json.loads(line) for line in block("cards").split("\n") if line]
+    return index, {c["id"]: c for c in cards}
+
+
+def _json_line(obj: Any) -> str:
+    """Compact JSON on one line, safe inside a ``<script>`` block (``</`` escaped)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...] | None = None) -> str:
+    h = "<tr>" + "".join(f"<th>{_e(x)}</th>" for x in head) + "</tr>" if head else ""
+    body = "".join("<tr>" + f"<td>{_e(r[0])}</td>" + "".join(f"<td class=num>{_e(x)}</td>" for x in r[1:]) + "</tr>" for r in rows)
+    return f"<table>{h}{body}</table>"
+
+
+def _histogram(title: str, counts: dict[Any, int]) -> str:
+    if not counts:
+        return f"<h3>{_e(title)}</h3><p class=muted>no data</p>"
+    top = max(counts.values())
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td class=num>{v}</td><td><span class=bar style='width:{max(1, round(300 * v / top))}px'></span></td></tr>"
+        for k, v in sorted(counts.items(), key=lambda kv: (isinstance(kv[0], str), kv[0]))
+    )
+    return f"<h3>{_e(title)}</h3><table>{rows}</table>"
+
+
+LEGEND = (
+    ("#e61e1e", "numbered disc: a point of the shown chain, in order"),
+    ("#ffd200", "yellow line: the order of the points"),
+    ("#00beff", "cyan box: an annotated region of the sample"),
+    ("#00c85a", "green box: a multi-turn crop's region"),
+    ("#137a2a", "green text / ✓: verified correct"),
+    ("#b3261e", "red text / ✗: verified wrong (? unverified)"),
+    ("#fff6c4", "highlight: the shown path in the search tree; the open card's row"),
+)
+
+
+def _by_type(stats: RunStats) -> str:
+    rows = []
+    for t, (n, ok) in sorted(stats.by_type.items(), key=lambda kv: (-kv[1][0], kv[0])):
+        rate = ok / n if n else 0.0
+        rows.append(f"<tr><td>{_e(t)}</td><td class=num>{n}</td><td class=num>{ok}</td><td class=num>{rate:.1%}</td>"
+                    f"<td><span class=bar style='width:{max(1, round(200 * rate))}px'></span></td></tr>")
+    return "<table><tr><th>question type</th><th>trees</th><th>solved</th><th>solve rate</th><th></th></tr>" + "".join(rows) + "</table>"
+
+
+def _page(store: RunStore, config: dict[str, Any], stats: RunStats, groups: list[Any], index: list[list[Any]],
+          cards: list[str], self_contained: bool) -> str:
     cfg = config.get("config", {}) if isinstance(config, dict) else {}
     teacher = cfg.get("teacher", {}) or {}
     rate = stats.solved / stats.trees if stats.trees else 0.0
+    failed = sum(g.count for g in groups)
     overview = [
         ("trees", stats.trees),
         ("solved", f"{stats.solved} ({rate:.1%})"),
         ("nodes (all trees)", stats.nodes),
-        ("failed attempts (failures.jsonl)", sum(failures.values())),
+        ("failed samples (not finished)", failed),
         ("unreadable tree lines", len(stats.bad_records)),
         ("tasks", ", ".join(f"{k} ({v})" for k, v in stats.tasks.items()) or "-"),
         ("teacher", "sim (scripted simulator, not a model)" if teacher.get("kind") == "sim"
          else f"{teacher.get('kind', '?')} · {teacher.get('model', '?')}"),
         ("config hash", config.get("hash", "?")),
+        ("images", "inlined (self-contained page)" if self_contained else "linked from the run directory (keep the page beside it)"),
     ]
     tree_stats = [(k, _fmt(v)) for k, v in sorted(stats.tree_stats.items())]
     run_stats = [(k, _fmt(v)) for k, v in sorted(_flat(store.stats()).items())]
+    legend = "".join(f"<span><i class=sw style='background:{c}'></i>{_e(t)}</span>" for c, t in LEGEND)
+    failures = (_table([(g.kind, g.count, g.example) for g in groups[:50]], ("failure kind", "count", "example id"))
+                if groups else "<p class=muted>no failed samples</p>")
+    rejected = _table(stats.rejected.most_common(30), ("rejected step reason", "count")) if stats.rejected else ""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>mcts-engine report · {_e(store.path.name)}</title><style>{_CSS}</style></head><body>",
+        f"<title>mcts-engine report · {_e(store.path.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Run <code>{_e(store.path.name)}</code></h1>",
         f"<p class=muted>generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {_e(store.path)}</p>",
-        "<h2>Overview</h2>", _table(overview),
-        "<h2>Calls and tokens (summed over trees)</h2>", _table(tree_stats) if tree_stats else "<p class=muted>no per-tree stats</p>",
+        "<div class=row><div class=col><h2>Overview</h2>", _table(overview),
+        "</div><div class=col><h2>Solve rate per question type</h2>",
+        _by_type(stats) if stats.by_type else "<p class=muted>no trees</p>",
+        "</div><div class=col><h2>Failures</h2>", failures, rejected, "</div></div>",
+    ]
+    if stats.bad_records:
+        parts.append("<p class=bad>Unreadable records:</p><pre>" + _e("\n".join(stats.bad_records[:50])) + "</pre>")
+    parts += [
+        f"<h2>Samples</h2><p class=legend>{legend}</p>",
+        "<div class=controls><select id=f><option value=all>all</option><option value=unsolved>unsolved</option>"
+        "<option value=wrong>search's pick wrong</option><option value=solved>solved</option></select>"
+        "<select id=t></select><input id=q type=search placeholder='search id or question' size=30>"
+        "<button id=prev>◀</button><button id=next>▶</button><span id=count class=muted></span></div>",
+        "<div class=row><div class=col><table id=idx><thead><tr><th data-k=0>id</th><th data-k=1>question type</th>"
+        "<th data-k=2>solved</th><th data-k=3>root value</th><th data-k=4>depth</th><th data-k=5>nodes</th>"
+        "<th data-k=6>pick</th></tr></thead><tbody id=rows></tbody></table></div><div class=col id=card></div></div>",
+        "<noscript><p class=bad>The sample table and cards need JavaScript (no network is used).</p></noscript>",
+        "<h2>Calls and tokens (summed over trees)</h2>",
+        _table(tree_stats) if tree_stats else "<p class=muted>no per-tree stats</p>",
     ]
     if run_stats:
         parts += ["<details><summary>stats.json</summary>", _table(run_stats), "</details>"]
     parts += [
         "<h2>Shape of the search</h2><div class=row><div class=col>",
         _histogram("depth of answer nodes (1 = answered at once)", dict(stats.answer_depth)),
-        "</div><div class=col>",
-        _histogram("branching (children per expanded node)", dict(stats.branching)),
-        "</div><div class=col>",
-        _histogram("root value", dict(stats.root_value)),
-        "</div></div>",
-        "<h2>Failures</h2>",
-        _table(failures.most_common(30), ("failure reason", "count")) if failures else "<p class=muted>no failed attempts</p>",
-        _table(stats.rejected.most_common(30), ("rejected step reason", "count")) if stats.rejected else "",
+        "</div><div class=col>", _histogram("branching (children per expanded node)", dict(stats.branching)),
+        "</div><div class=col>", _histogram("root value", dict(stats.root_value)), "</div></div>",
+        f"<script type='application/json' id=index>{_json_line(index)}</script>",
+        "<script type='application/json' id=cards>" + "\n".join(cards) + "</script>",
+        f"<script>{JS}</script></body></html>",
     ]
-    if stats.bad_records:
-        parts.append("<p class=bad>Unreadable records:</p><pre>" + _e("\n".join(stats.bad_records[:50])) + "</pre>")
-    more = f" (first {limit} of {stats.trees})" if stats.trees > len(sections) else ""
-    parts += [f"<h2>Samples{_e(more)}</h2>", *sections, "</body></html>"]
     return "\n".join(parts)
 
 
