@@ -19,7 +19,9 @@ from typing import Any
 
 from .config import MultiTurnConfig, RunConfig
 from .environment import MULTITURN_STOPS, observation_text, zoom
-from .grounding import STEP_STOPS, Point
+from .frame_policy import watch_downscale
+from .grounding import ANSWER_OPEN, STEP_STOPS, Point
+from .protocol import final_turn, observation_template, teacher_system
 from .samples import EncodedImage, FrameCache, Sample, SampleError, encode_image, load_samples, unique_samples
 from .search.mcts import TreeSearch
 from .search.scheduler import Aborted, run_bounded
@@ -76,9 +78,10 @@ def prepare_context(
         resized.append(img)
     frame = encoded[0].frame
     multiturn = run.multiturn.enabled
+    final_prefill, final_user = final_turn(run.multiturn) if multiturn else (ANSWER_OPEN, None)
     ctx = SampleContext(
         sample=sample,
-        system=task.teacher_system(multiturn),
+        system=teacher_system(run, task, multiturn),  # teacher.system_prompt: task | model | none | @FILE
         user_text=task.user_text(sample),
         images=tuple(encoded),
         truth=task.ground_truth(sample, frame),
@@ -87,6 +90,8 @@ def prepare_context(
         stop=MULTITURN_STOPS if multiturn else STEP_STOPS,
         multiturn=multiturn,
         frame_images=tuple(resized) if multiturn else (),
+        final_prefill=final_prefill,
+        final_user_text=final_user,
     )
     return ctx, [save_image(enc, image_dir) for enc in encoded]
 
@@ -101,7 +106,7 @@ def make_observer(ctx: SampleContext, cfg: MultiTurnConfig, image_dir: Path | No
         crop, box = zoom(ctx.frame_images[0], point, cfg)
         enc, _ = encode_image(crop, max_pixels=crop.width * crop.height, min_pixels=0, fmt=fmt, quality=quality,
                               source_format=source_format)
-        text = observation_text(point)
+        text = observation_text(point, observation_template(cfg))
         record = {"point": list(point), "box": list(box), "text": text, "image": save_image(enc, image_dir)}
         return Observation(text=text, images=(enc,)), record
 
@@ -266,7 +271,7 @@ class _Generation:
         self.cfg, self.task, self.store, self.teacher, self.prog = cfg, task, store, teacher, prog
         self.image_dir = store.path / "images"
         self.image_dir.mkdir(exist_ok=True)
-        self.frames = FrameCache()  # an image several samples ask about is prepared once
+        self.frames = watch_downscale(cfg.teacher)  # prepared once per image; warns once if teacher.warn_downscale
         self.finished = store.finished_ids()
         self.session: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped_finished": 0}
         self.teacher_failures_in_a_row = 0
