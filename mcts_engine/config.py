@@ -164,13 +164,16 @@ class RunConfig:
     # The model under test / the student (eval, demo, export rows, GRPO prompts): task | model | none | @FILE
     # (see TeacherConfig.system_prompt; docs/protocols.md)
     system_prompt: str = "task"
-    user_text: str = "task"  # the first user turn: task (the task's wording) | question (the question as written)
+    # the first user turn: task (the task's wording) | question (the question as written) | a template with
+    # {question} | @FILE (such a template)
+    user_text: str = "task"
     protocol: str = ""  # the preset applied (--protocol), for the record
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         check_choice(self.system_prompt, SYSTEM_PROMPT_SOURCES, "system_prompt", file_ok=True)
-        check_choice(self.user_text, USER_TEXT_SOURCES, "user_text")
+        if "{question}" not in self.user_text:
+            check_choice(self.user_text, USER_TEXT_SOURCES, "user_text", file_ok=True)
 
     # Keys left out of the hash while they hold their default (added after run directories existed: a run
     # made before them resumes; set to anything else, they change the hash)

@@ -62,6 +62,7 @@ from .samples import (
     split_options,
 )
 from .verifiers import resolve_choice
+from .vigorl_layouts import is_vigorl_row, load_vigorl
 
 GAP = 16  # gray bar between side-by-side panels, pixels
 GAP_COLOR = (128, 128, 128)
@@ -294,6 +295,8 @@ def load_benchmark(path: str | Path, image_root: str | None = None, task: str = 
             row = _first_jsonl_row(jsonls[0])
             if row is not None and _is_web_row(row):
                 return (s for f in jsonls for s in load_web_actions(f, image_root))
+            if is_vigorl_row(row):  # ViGoRL's released layout (vigorl_layouts.py)
+                return (s for f in jsonls for s in load_vigorl(f, image_root, task))
         return None
     if not p.is_file():
         return None
@@ -313,6 +316,8 @@ def load_benchmark(path: str | Path, image_root: str | None = None, task: str = 
             return load_vstar_questions(p, image_root)
         if _is_web_row(row):
             return load_web_actions(p, image_root)
+        if is_vigorl_row(row):  # ViGoRL's released layout (vigorl_layouts.py)
+            return load_vigorl(p, image_root, task)
         return None
     if p.suffix == ".parquet":
         cols = _table_columns(p)

@@ -87,13 +87,24 @@ def teacher_system(run: Any, task: Any, multiturn: bool) -> str | None:
 
 
 def user_text(task: Any, sample: Any, source: str = "task") -> str:
-    """The first user turn's text: the task's wording (``task``), or the sample's question exactly as the
-    data has it (``question``: a released dataset whose rows already hold the full query)."""
-    if source == "question":
-        return str(sample.question)
+    """The first user turn's text.
+
+    ``task``: the task's wording (``Task.user_text``). ``question``: the sample's question exactly as the data
+    has it — a released dataset whose rows hold the full query — unless the sample has options its question
+    does not list (then the task's wording, so no option is lost). A template holding ``{question}`` (or
+    ``@FILE`` with one): the template with the question put in."""
     if source == "task":
         return task.user_text(sample)
-    raise ConfigError(f"user_text: {source!r} is not one of task, question")
+    if source == "question":
+        from .vigorl_layouts import parse_options
+
+        if not sample.choices or parse_options(sample.question):
+            return str(sample.question)
+        return task.user_text(sample)
+    text = read_setting_file(source, "user_text")
+    if "{question}" not in text:
+        raise ConfigError(f"user_text: {source!r} is not task, question or a template with {{question}}")
+    return text.replace("{question}", str(sample.question))
 
 
 def final_turn(mcfg: Any) -> tuple[str, str | None]:

@@ -66,7 +66,8 @@ def protocol_settings(task: str, protocol: str | None, overrides: list[str] | No
     from ..config import SYSTEM_PROMPT_SOURCES, USER_TEXT_SOURCES, check_choice
 
     check_choice(source, SYSTEM_PROMPT_SOURCES, "system_prompt", file_ok=True)
-    check_choice(text_source, USER_TEXT_SOURCES, "user_text")
+    if "{question}" not in text_source:
+        check_choice(text_source, USER_TEXT_SOURCES, "user_text", file_ok=True)
     geometry = {k: getattr(mcfg, k) for k in ("crop_offset", "crop_size", "draw_dot", "dot_radius") if k in mt_section}
     return {"system_prompt": source, "user_text": text_source, "multiturn": row_multiturn(asdict(mcfg)),
             "geometry": geometry, "protocol": protocol or ""}
