@@ -22,11 +22,13 @@ def generate(
     out: Path | None = typer.Option(None, help="Run directory (default runs/<task>-<teacher>)."),
     recipe: str | None = typer.Option(None, help="Recipe YAML file or bundled name, e.g. vstar_multiturn (default recipes/<task>.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set search.simulations=16 (repeatable)."),
+    protocol: str | None = typer.Option(None, help="Search in a released model's protocol (vigorl): observation text, crop geometry, final turn of recipes/<task>_<PROTOCOL>.yaml under --recipe/--set; the teacher keeps teacher.system_prompt (docs/protocols.md)."),
     force: bool = typer.Option(False, help="Reuse --out even though its config differs."),
     progress: bool = typer.Option(True, help="Show the live progress bar."),
 ) -> None:
     """Search grounded reasoning chains with a teacher VLM and store every tree."""
     from ..config import ConfigError, build_run_config, load_recipe
+    from ..protocol import load_with_protocol
     from ..generate import Aborted, default_data, run_generate
     from ..samples import SampleLoadError
     from ..store import RunError
@@ -39,6 +41,8 @@ def generate(
         if task not in task_names():
             fail(f"unknown task {task!r} (known: {', '.join(task_names())})")
         rec = rec if rec is not None else load_recipe(None, task)
+        if protocol:
+            rec = load_with_protocol(recipe, task, protocol)
         bundled = data is None
         kind = teacher or ("sim" if bundled else "openai")
         cfg = build_run_config(
