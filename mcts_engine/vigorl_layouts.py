@@ -85,7 +85,7 @@ def adapt(sample: Sample, benchmark: str) -> Sample:
     """One generically parsed row (``samples.load_jsonl``) read the released way: options, letter answers,
     BLINK's sub-task, V*'s category, a grounding box answer. ``ValueError`` (one line) on a malformed box."""
     meta = dict(sample.metadata)
-    choices = list(sample.choices) or parse_options(sample.question)
+    choices = parse_options(sample.question) or list(sample.choices)  # the query holds them (read again: all forms)
     answer = sample.answer
     if choices:
         idx = resolve_choice(answer, choices)
