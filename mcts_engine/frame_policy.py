@@ -16,17 +16,15 @@ Two facts of a benchmark protocol live here (``docs/protocols.md``):
 
 from __future__ import annotations
 
-import hashlib
-import io
 import sys
 import threading
+from dataclasses import replace
 from typing import Any, TextIO
 
 from PIL import Image
 
 from .grounding import Frame, frame_for
-from .png_writer import encode_png
-from .samples import EncodedImage, FrameCache, ImageSource, frame_format, open_image_with_format
+from .samples import EncodedImage, FrameCache, ImageSource, encode_image, open_image_with_format
 
 
 def capped_size(width: int, height: int, max_long_side: int) -> tuple[int, int]:
@@ -53,13 +51,10 @@ def load_capped_frame(src: ImageSource, image_root: str | None, max_long_side: i
     img, source_format = open_image_with_format(src, image_root)
     frame = capped_frame(img.width, img.height, max_long_side, max_pixels, min_pixels)
     resized = img if (frame.width, frame.height) == img.size else img.resize((frame.width, frame.height), Image.BICUBIC)
-    if frame_format(fmt, source_format) == "jpeg":
-        buf = io.BytesIO()
-        resized.save(buf, format="JPEG", quality=quality)
-        data, mime = buf.getvalue(), "image/jpeg"
-    else:
-        data, mime = encode_png(resized), "image/png"
-    return EncodedImage(key=hashlib.sha1(data).hexdigest()[:16], frame=frame, mime=mime, data=data), resized
+    # already on the 28-pixel grid: encode_image keeps the size; the frame then gets the source's size back
+    enc, resized = encode_image(resized, max_pixels=frame.width * frame.height, min_pixels=0, fmt=fmt, quality=quality,
+                                source_format=source_format)
+    return replace(enc, frame=frame), resized
 
 
 class CappedFrameCache(FrameCache):
