@@ -177,13 +177,16 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 def multiturn_record(mcfg: Any) -> dict[str, Any]:
-    """``mcfg`` as a run records it: every field, less the protocol keys that hold their defaults."""
+    """``mcfg`` as a run records it: every field, less the protocol keys that hold their defaults, ``@FILE`` texts
+    read (the record holds the exact text, so a changed file is a changed config)."""
     from dataclasses import asdict
 
     from .config import MultiTurnConfig
 
     default = asdict(MultiTurnConfig())
     d = asdict(mcfg)
+    for key in ("observation_text", "final_think", "final_user_text"):
+        d[key] = read_setting_file(str(d[key]), f"multiturn.{key}")
     return {k: v for k, v in d.items() if k not in PROTOCOL_MT_KEYS or v != default[k]}
 
 

@@ -255,3 +255,21 @@ def test_downscale_warning_once_per_run(tmp_path: Path) -> None:
     quiet.get(str(big), None, 200_000, 3136, "png")
     assert out.getvalue().count("warning:") == 1
     assert isinstance(watch.get(str(big), None, 200_000, 3136, "png")[0].frame, Frame)
+
+
+def test_model_and_none_differ_where_a_template_has_a_default() -> None:
+    """Rows as export writes them, rendered by a Qwen2-VL-style chat template (the tiny test model's): ``model``
+    gets the template's default system prompt, ``none`` an empty system block, ``@FILE``/task their text."""
+    import jinja2
+    from _train_helpers import CHAT_TEMPLATE
+
+    from mcts_engine.export.formats import SampleContext as RowContext
+
+    def render(system: str | None) -> str:
+        ctx = RowContext(id="s", task="vstar", system=system, user_text="Q?", images=[], frame=Frame(28, 28, 28, 28),
+                         coord_space="frame", image_hash="", reference="a", truth={}, task_options={})
+        return jinja2.Template(CHAT_TEMPLATE).render(messages=ctx.parts_prompt(), add_generation_prompt=True)
+
+    assert render(resolve_system_prompt("model", "T")).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>")
+    assert render(resolve_system_prompt("none", "T")).startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user")
+    assert render(resolve_system_prompt("task", "T")).startswith("<|im_start|>system\nT<|im_end|>")

@@ -120,7 +120,7 @@ def test_eval_vstar_vigorl_end_to_end(tmp_path: Path) -> None:
     assert s["overall"]["mean"] == 0.5 and s["items"] == 2
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["prompt"] == {"system_prompt": "model", "user_text": "question", "protocol": "vigorl"}
-    assert cfg["multiturn"]["crop_shape"] == "square" and cfg["multiturn"]["observation_text"].startswith("@")
+    assert cfg["multiturn"]["crop_shape"] == "square" and cfg["multiturn"]["observation_text"] == OBS  # the file's text, not its path
 
 
 def test_eval_system_prompt_file_is_sent_exactly(tmp_path: Path) -> None:
