@@ -267,3 +267,18 @@ def test_generate_teacher_prompt_file_and_protocol_observations(tmp_path: Path) 
         assert row["multiturn"]["observation_text"] == OBS and row["multiturn"]["crop_shape"] == "square"
     for row in grpo:
         assert [m["role"] for m in row["prompt"]] == ["user"] and row["multiturn"]["crop_size"] == 448
+    # only the system message changes: the run's own observations and crops are kept as they were
+    ex2 = tmp_path / "ex2"
+    res = cli("export", "--run", str(run), "--out", str(ex2), "--val-fraction", "0", "--set", "system_prompt=none", "--quiet")
+    assert res.exit_code == 0, res.output
+    from io import BytesIO
+
+    for row in pq.read_table(ex2 / "sft_train.parquet").to_pylist():
+        assert row["messages"][0] == {"role": "system", "content": [{"type": "text", "text": ""}]}
+        observations = [m for m in row["messages"][2:] if m["role"] == "user"]
+        assert observations
+        for m in observations:
+            x, y = re.search(r"\((\d+), (\d+)\)", m["content"][0]["text"]).groups()  # type: ignore[union-attr]
+            assert m["content"][0]["text"] == template.split("<image>")[0].replace("{x}", x).replace("{y}", y)
+        assert all(Image.open(BytesIO(im["bytes"])).size == (672, 672) for im in row["images"][1:])
+        assert row["multiturn"]["observation_text"] == template and row["multiturn"]["crop_size"] == 672

@@ -63,7 +63,9 @@ from ..samples import Sample, resolve_image_path
 from ..search.tree import Tree
 from ..store import RunStore
 from .linearize import Chain, ExportConfig, Linearizer, MultiTurnChain, Pair, PrmRow
-from .protocol_rows import env_settings, first_user_text, recut_chains, row_multiturn, row_multiturn_keys, system_message
+from .protocol_rows import (
+    changes_observations, env_settings, first_user_text, recut_chains, row_multiturn, row_multiturn_keys, system_message,
+)
 
 KINDS: tuple[str, ...] = ("sft", "grpo", "dpo", "prm")
 FLAVORS: dict[str, tuple[str, ...]] = {
@@ -983,7 +985,7 @@ def export_run(
         if cfg.rescale_to_original:
             f = tree.frame
             truth = task.ground_truth(sample, Frame(f.orig_width, f.orig_height, f.orig_width, f.orig_height))
-        if mt and protocol and wanted.get("sft"):  # the protocol's observations: crops cut again from the frame
+        if mt and changes_observations(protocol) and wanted.get("sft"):  # the protocol's observations: crops cut again
             wanted["sft"], crops = recut_chains(wanted["sft"], frame_image(tree, image_root_for(tree.sample, config, image_root), run_dir),
                                                 mt_settings or {}, lambda im: encode(im, "jpeg" if cfg.image_format == "jpeg" else "png", cfg.jpeg_quality))
         else:

@@ -48,8 +48,8 @@ def row_multiturn(mt: dict[str, Any]) -> dict[str, Any]:
 def protocol_settings(task: str, protocol: str | None, overrides: list[str] | None) -> dict[str, Any]:
     """The prompt settings an export applies: the preset of ``protocol`` for ``task`` (if any) under the
     ``--set`` overrides of ``system_prompt``, ``user_text`` and ``multiturn.*``. Returns
-    ``{"system_prompt", "user_text", "multiturn": {…protocol keys…}, "geometry": {crop_offset, crop_size,
-    draw_dot, dot_radius} or {}}`` — empty when nothing is set (rows are written as before)."""
+    ``{"system_prompt", "user_text", "multiturn": {protocol keys set}, "geometry": {crop_offset, crop_size,
+    draw_dot, dot_radius set}}`` — empty when nothing is set (rows are written as before)."""
     from ..protocol import load_with_protocol
 
     mine = split_overrides(list(overrides or []))[0]
@@ -68,9 +68,16 @@ def protocol_settings(task: str, protocol: str | None, overrides: list[str] | No
     check_choice(source, SYSTEM_PROMPT_SOURCES, "system_prompt", file_ok=True)
     if "{question}" not in text_source:
         check_choice(text_source, USER_TEXT_SOURCES, "user_text", file_ok=True)
+    # only what the preset or --set names: a key left unset keeps the run's own value in the rows
     geometry = {k: getattr(mcfg, k) for k in ("crop_offset", "crop_size", "draw_dot", "dot_radius") if k in mt_section}
-    return {"system_prompt": source, "user_text": text_source, "multiturn": row_multiturn(asdict(mcfg)),
-            "geometry": geometry, "protocol": protocol or ""}
+    keys = {k: v for k, v in row_multiturn(asdict(mcfg)).items() if k in mt_section}
+    return {"system_prompt": source, "user_text": text_source, "multiturn": keys, "geometry": geometry,
+            "protocol": protocol or ""}
+
+
+def changes_observations(settings: dict[str, Any] | None) -> bool:
+    """Whether ``settings`` change multi-turn observations (their text or their crops): rows then get them anew."""
+    return bool(settings and (settings.get("geometry") or settings.get("multiturn")))
 
 
 def system_message(settings: dict[str, Any], task: Any, multiturn: bool) -> str | None:
@@ -135,4 +142,4 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 
 __all__ = ["row_multiturn_keys", "row_multiturn", "protocol_settings", "system_message", "first_user_text",
-           "env_settings", "recut_chains", "split_overrides"]
+           "env_settings", "changes_observations", "recut_chains", "split_overrides"]
