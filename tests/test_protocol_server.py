@@ -201,7 +201,7 @@ def test_eval_sat2_vigorl_caps_the_longer_side(tmp_path: Path) -> None:
                   "--model", "stub-model", "--out", str(out), "--no-progress")
         assert res.exit_code == 0, res.output
         bodies = [r["body"] for r in server.stats.records]
-    assert len(bodies) == 2  # circular evaluation: one request per option rotation
+    assert len(bodies) == 1  # the query as written fixes its option order: no circular rotations
     want = capped_frame(2520, 1260, 1260, 12_845_056, 56 * 56)
     assert max(want.width, want.height) <= 1260 + 14
     for b in bodies:
@@ -213,7 +213,11 @@ def test_eval_sat2_vigorl_caps_the_longer_side(tmp_path: Path) -> None:
     assert texts[0] == "Which side is the door on? Answer choices: ['left', 'right']"
     rec = lines(out / "trees.jsonl")[0]
     assert rec["frame"]["orig_width"] == 2520 and (rec["frame"]["width"], rec["frame"]["height"]) == (want.width, want.height)
-    assert json.loads((out / "summary.json").read_text())["overall"]["mean"] == 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["mean"] == 1.0 and summary["circular"] is False
+    bad = cli("eval", "--task", "sat2", "--protocol", "vigorl", "--data", str(data), "--base-url", server.url,
+              "--model", "stub-model", "--out", str(tmp_path / "ev2"), "--no-progress", "--circular")
+    assert bad.exit_code != 0 and "--circular: needs user_text: task" in bad.output
 
 
 def test_demo_vigorl_sends_no_system_message(tmp_path: Path) -> None:

@@ -155,6 +155,7 @@ def run_eval(
     from ..generate import save_image, make_observer
     from ..frame_policy import CappedFrameCache
     from ..multiturn import as_multiturn, run_episode, score_episode
+    from ..config import ConfigError
     from ..protocol import prompt_record, resolve_system_prompt, user_text
     from ..store import RunStore
     from ..tasks import get_task
@@ -164,6 +165,11 @@ def run_eval(
     task = get_task(task_name, task_options or {})
     spec = spec_for(task)
     circ = spec.circular if circular is None else circular
+    if user_text_source != "task":  # the question as written fixes its option order: nothing to rotate
+        if circular:
+            raise ConfigError(f"--circular: needs user_text: task (user_text {user_text_source!r} shows the "
+                              "question as written, whose option order cannot be rotated)")
+        circ = False
     k = max(1, int(samples_per_item))
     mt = multiturn is not None and bool(getattr(multiturn, "enabled", False))
     max_turns = max(1, int(max_turns))
