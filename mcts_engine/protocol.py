@@ -74,10 +74,10 @@ def resolve_system_prompt(source: str, task_text: str, key: str = "system_prompt
     raise ConfigError(f"{key}: {source!r} is not one of task, model, none or @FILE")
 
 
-def student_system(run: Any, task: Any, multiturn: bool) -> str | None:
-    """The system message of the model under test / the student (eval, demo, export rows)."""
-    text = task.student_system(True) if multiturn else task.student_prompt
-    return resolve_system_prompt(str(getattr(run, "system_prompt", "task")), text)
+def student_system(source: str, task: Any, multiturn: bool) -> str | None:
+    """The system message of the model under test / the student (eval, demo, export rows): ``source`` is the
+    top-level ``system_prompt``; ``task`` = the task's student prompt (its multi-turn variant when ``multiturn``)."""
+    return resolve_system_prompt(str(source), task.student_system(True) if multiturn else task.student_prompt)
 
 
 def teacher_system(run: Any, task: Any, multiturn: bool) -> str | None:

@@ -251,7 +251,7 @@ def demo(
             fail(f"--answer {answer!r}: {exc}")
         truth = {"answer": sample.answer}
     try:
-        system = student_system(cfg, task_obj, multiturn)  # system_prompt: task | model | none | @FILE
+        system = student_system(cfg.system_prompt, task_obj, multiturn)  # system_prompt: task | model | none | @FILE
     except ConfigError as exc:
         fail(str(exc))
     ctx = SampleContext(sample=sample, system=system, user_text=user_text(task_obj, sample, cfg.user_text), images=(enc,), truth=truth,

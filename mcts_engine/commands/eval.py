@@ -156,7 +156,7 @@ def run_eval(
     from ..frame_policy import CappedFrameCache
     from ..multiturn import as_multiturn, run_episode, score_episode
     from ..config import ConfigError
-    from ..protocol import prompt_record, resolve_system_prompt, user_text
+    from ..protocol import prompt_record, student_system, user_text
     from ..store import RunStore
     from ..tasks import get_task
     from ..teachers import make_teacher
@@ -173,7 +173,7 @@ def run_eval(
     k = max(1, int(samples_per_item))
     mt = multiturn is not None and bool(getattr(multiturn, "enabled", False))
     max_turns = max(1, int(max_turns))
-    system = resolve_system_prompt(system_prompt, task.student_system(True) if mt else task.student_prompt)
+    system = student_system(system_prompt, task, mt)
     cfg, digest = eval_config(task, task_name, teacher_cfg, k, circ, seed, task_options or {},
                               multiturn if mt else None, max_turns, system,
                               prompt_record(system_prompt, user_text_source, max_long_side, protocol))

@@ -82,10 +82,9 @@ def changes_observations(settings: dict[str, Any] | None) -> bool:
 
 def system_message(settings: dict[str, Any], task: Any, multiturn: bool) -> str | None:
     """The rows' system message under ``settings`` (None = no system message)."""
-    from ..protocol import resolve_system_prompt
+    from ..protocol import student_system
 
-    text = task.student_system(multiturn=True) if multiturn else task.student_prompt
-    return resolve_system_prompt(str(settings.get("system_prompt", "task")), text)
+    return student_system(str(settings.get("system_prompt", "task")), task, multiturn)
 
 
 def first_user_text(settings: dict[str, Any], task: Any, sample: Any) -> str:
