@@ -119,6 +119,15 @@ def final_turn(mcfg: Any) -> tuple[str, str | None]:
     return prefill, user
 
 
+def inline_texts(mcfg: Any) -> Any:
+    """``mcfg`` (a ``MultiTurnConfig``) with its ``@FILE`` texts replaced by the files' text (a copy): a run's
+    config then records — and its hash covers — the exact wording, not a path."""
+    from dataclasses import replace
+
+    return replace(mcfg, **{k: read_setting_file(str(getattr(mcfg, k)), f"multiturn.{k}")
+                            for k in ("observation_text", "final_think", "final_user_text")})
+
+
 def observation_template(mcfg: Any) -> str:
     """The observation turn's template (``multiturn.observation_text``; ``@FILE`` read)."""
     return read_setting_file(str(mcfg.observation_text), "multiturn.observation_text")
@@ -167,7 +176,7 @@ def load_with_protocol(recipe: str | None, task: str, protocol: str | None) -> d
 
 __all__ = [
     "PROTOCOLS", "read_setting_file", "resolve_system_prompt", "student_system", "teacher_system", "user_text",
-    "final_turn", "observation_template",
+    "final_turn", "inline_texts", "observation_template",
     "PROTOCOL_MT_KEYS", "multiturn_record", "prompt_record", "protocol_tasks", "protocol_recipe", "protocol_task", "load_with_protocol",
 ]
 

@@ -238,16 +238,23 @@ def test_generate_teacher_prompt_file_and_protocol_observations(tmp_path: Path) 
     data = vstar_data(tmp_path / "DATA")
     teacher = tmp_path / "teacher.txt"
     teacher.write_text("Teacher instructions, verbatim.")
+    final = tmp_path / "final.txt"
+    final.write_text("Seen enough.")
     run = tmp_path / "run"
     with StubServer(keep_bodies=True, replies=released_protocol) as server:
         res = cli("generate", "--task", "vstar", "--protocol", "vigorl", "--data", str(data), "--base-url", server.url,
                   "--model", "stub-model", "--out", str(run), "--no-progress", "--limit", "1",
                   "--set", f"teacher.system_prompt=@{teacher}", "--set", "search.simulations=1", "--set", "search.children=1",
-                  "--set", "search.rollouts=1", "--set", "teacher.max_pixels=1003520", "--set", "search.max_depth=3")
+                  "--set", "search.rollouts=1", "--set", "teacher.max_pixels=1003520", "--set", "search.max_depth=3",
+                  "--set", f"multiturn.final_think=@{final}")
         assert res.exit_code == 0, res.output
         bodies = [r["body"] for r in server.stats.records]
     assert bodies and all(b["messages"][0] == {"role": "system", "content": "Teacher instructions, verbatim."} for b in bodies)
     template = json.loads((run / "config.json").read_text())["config"]["multiturn"]["observation_text"]
+    assert "{x}" in template and not template.startswith("@")
+    assert json.loads((run / "config.json").read_text())["config"]["multiturn"]["final_think"] == "Seen enough."
+    forced = [b for b in bodies if b.get("continue_final_message") and b["messages"][-1]["content"].endswith("<answer>")]
+    assert forced and all(b["messages"][-1]["content"].endswith("<think> Seen enough. </think>\n<answer>") for b in forced)
     assert check_multiturn_requests(bodies, "Teacher instructions, verbatim.", (672, 672), template, 1200) >= 1
     # export in the protocol: no system message, the protocol's observation text, crops cut again (here: a
     # different geometry from the run's), and the multiturn column carrying the keys a GRPO rollout needs

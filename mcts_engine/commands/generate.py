@@ -28,7 +28,7 @@ def generate(
 ) -> None:
     """Search grounded reasoning chains with a teacher VLM and store every tree."""
     from ..config import ConfigError, build_run_config, load_recipe
-    from ..protocol import load_with_protocol
+    from ..protocol import inline_texts, load_with_protocol
     from ..generate import Aborted, default_data, run_generate
     from ..samples import SampleLoadError
     from ..store import RunError
@@ -58,6 +58,7 @@ def generate(
             teacher__model=model,
             teacher__concurrency=concurrency,
         )
+        cfg.multiturn = inline_texts(cfg.multiturn)  # @FILE texts recorded as text (config.json, hash)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     out_dir = out or Path("runs") / f"{task}-{kind}"
