@@ -108,6 +108,7 @@ def test_eval_vstar_vigorl_end_to_end(tmp_path: Path) -> None:
         bodies = [r["body"] for r in server.stats.records]
     assert len(bodies) == 2 * 3  # per item: two zoom turns, then the forced answer turn
     assert check_multiturn_requests(bodies, None, (672, 672), OBS, 3600) == 2 * (1 + 2)
+    assert all(b["max_tokens"] == 2048 for b in bodies)  # the preset's budget of one turn
     finals = [b for b in bodies if b.get("continue_final_message")]
     assert len(finals) == 2 and all(re.fullmatch(r"<think> .+ </think>\n<answer>", b["messages"][-1]["content"]) for b in finals)
     recs = {r["sample_id"]: r for r in lines(out / "trees.jsonl")}

@@ -191,7 +191,7 @@ def demo(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set multiturn.crop_size=512 (repeatable)."),
     single_turn: bool = typer.Option(False, "--single-turn", help="One whole grounded chain in one reply instead of zoom turns."),
     max_turns: int | None = typer.Option(None, min=1, help="Assistant turns, the last forced to answer (default: the recipe's search.max_depth)."),
-    max_tokens: int = typer.Option(1024, help="Token budget of one reply."),
+    max_tokens: int | None = typer.Option(None, help="Token budget of one reply. Default 1024, or the --protocol preset's teacher.max_tokens."),
     temperature: float = typer.Option(0.0, help="Sampling temperature (0: greedy)."),
     max_pixels: int | None = typer.Option(None, help="Image frame size in pixels (default: the recipe's teacher.max_pixels)."),
     seed: int = typer.Option(0, help="Seed (the sim teacher is reproducible with it)."),
@@ -225,7 +225,7 @@ def demo(
             single_turn = True  # the protocol's models answer in one reply (the spatial presets)
         cfg = build_run_config(
             rec, set_, task=task, seed=seed, system_prompt=system_prompt, teacher__kind=kind, teacher__base_url=base_url, teacher__model=model,
-            teacher__max_tokens=max_tokens, teacher__max_pixels=max_pixels, teacher__temperature=temperature,
+            teacher__max_tokens=max_tokens if max_tokens is not None else (None if protocol else 1024), teacher__max_pixels=max_pixels, teacher__temperature=temperature,
         )
         task_obj = get_task(task, cfg.task_options)
     except (ConfigError, ValueError, KeyError) as exc:

@@ -349,7 +349,7 @@ def eval(  # noqa: A001 - the command's name
     format_check: bool = typer.Option(False, "--format-check", help="Also count outputs that broke the step grammar or put points outside the frame."),
     circular: bool | None = typer.Option(None, "--circular/--no-circular", help="Circular evaluation over rotated option orders (default: the task's, on for sat2)."),
     temperature: float | None = typer.Option(None, help="Sampling temperature (default 0 for K=1, else the recipe's)."),
-    max_tokens: int = typer.Option(1024, help="Token budget of one reply (a whole chain; one turn with --multiturn)."),
+    max_tokens: int | None = typer.Option(None, help="Token budget of one reply (a whole chain; one turn with --multiturn). Default 1024, or the --protocol preset's teacher.max_tokens."),
     multiturn: bool | None = typer.Option(None, "--multiturn/--single-pass", help="Drive the model through the zoom turn loop (default: the recipe's multiturn.enabled; on for --recipe vstar_multiturn)."),
     max_turns: int | None = typer.Option(None, min=1, help="Multi-turn: assistant turns per episode, the last forced to answer (default: the recipe's search.max_depth)."),
     max_pixels: int | None = typer.Option(None, help="Image frame size in pixels (default: the recipe's teacher.max_pixels)."),
@@ -392,7 +392,7 @@ def eval(  # noqa: A001 - the command's name
         cfg = build_run_config(
             rec, set_, task=task, seed=seed, system_prompt=system_prompt,
             teacher__kind=kind, teacher__base_url=base_url, teacher__model=model, teacher__concurrency=concurrency,
-            teacher__max_tokens=max_tokens, teacher__max_pixels=max_pixels,
+            teacher__max_tokens=max_tokens if max_tokens is not None else (None if protocol else 1024), teacher__max_pixels=max_pixels,
             teacher__temperature=temperature if temperature is not None else (0.0 if samples_per_item == 1 else None),
         )
     except (ConfigError, ValueError) as exc:
