@@ -20,6 +20,26 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
 IMAGE_FORMATS = ("auto", "png", "jpeg")  # how a teacher frame is encoded (samples.frame_format)
+# Where a system prompt comes from (``protocol.resolve_system_prompt``): the task's text, the serving chat
+# template's default (no system message), an empty system message, or ``@FILE`` (the file's exact text).
+SYSTEM_PROMPT_SOURCES = ("task", "model", "none")
+USER_TEXT_SOURCES = ("task", "question")  # the first user turn: the task's wording, or the question as written
+CROP_SHAPES = ("aspect", "square")  # multi-turn crop output: longer side = crop_size | crop_size x crop_size
+CROP_BORDERS = ("shift", "clip")  # a region at the frame's edge: shifted inside (stays square) | clipped
+DOT_SPACES = ("crop", "region")  # the dot's radius in output-crop pixels (drawn after resizing) | region pixels
+# MultiTurnConfig keys a protocol preset sets; records and hashes leave them out while they hold their
+# defaults, so run directories made before they existed keep their config hash (and resume)
+PROTOCOL_MT_KEYS = ("observation_text", "crop_shape", "crop_border", "dot_space", "dot_color", "dot_outline",
+                    "dot_outline_width", "final_think", "final_user_text")
+DEFAULT_OBSERVATION_TEXT = "<observation>\nZoomed view around ({x}, {y}):\n<image>\n</observation>"
+
+
+def check_choice(value: str, allowed: tuple[str, ...], key: str, file_ok: bool = False) -> None:
+    """One-line ``ConfigError`` unless ``value`` is one of ``allowed`` (or ``@FILE`` when ``file_ok``)."""
+    if value in allowed or (file_ok and value.startswith("@") and len(value) > 1):
+        return
+    extra = " or @FILE" if file_ok else ""
+    raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}{extra}")
 
 
 class ConfigError(ValueError):
@@ -48,6 +68,12 @@ class TeacherConfig:
     extra_body: dict[str, Any] = field(default_factory=dict)  # passed through to the server
     logprobs: bool = False  # ask the server for the sampled tokens' log-probs (Continuation.logprob)
     ca_file: str | None = None  # PEM bundle of extra trusted CAs for https teachers (SSL_CERT_FILE also honoured)
+    # generate: the teacher's system prompt: task (the task's teacher prompt) | model (no system message: the
+    # server's chat template applies its default) | none (an empty system message) | @FILE (the file's exact text)
+    system_prompt: str = "task"
+    # generate: warn once per run when a source image is shrunk by more than this factor (longer side) to fit
+    # max_pixels (0 = never): the teacher then points in a frame with less detail than the source has
+    warn_downscale: float = 0.0
     # sim teacher only (a scripted stand-in for demos/tests/benchmarks, never a real model)
     sim_accuracy: float = 0.45  # P(final answer is right) with no annotated region looked at
     sim_latency_s: float = 0.0  # per request
@@ -60,6 +86,7 @@ class TeacherConfig:
             raise ConfigError(f"teacher.image_format: {self.image_format!r} is not one of {', '.join(IMAGE_FORMATS)}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"teacher.jpeg_quality: {self.jpeg_quality} is not within 1..100")
+        check_choice(self.system_prompt, SYSTEM_PROMPT_SOURCES, "teacher.system_prompt", file_ok=True)
 
 
 @dataclass
@@ -87,6 +114,34 @@ class MultiTurnConfig:
     crop_size: int = 672  # the region's longer side after resizing (rounded to a multiple of 28)
     draw_dot: bool = False  # mark the point on the crop
     dot_radius: int = 6
+    # The protocol of a released checkpoint (docs/protocols.md); defaults = this project's own environment.
+    # The observation turn: {x}, {y} = the point, <image> = where the crop goes; @FILE reads the template
+    observation_text: str = DEFAULT_OBSERVATION_TEXT
+    crop_shape: str = "aspect"  # aspect: longer side -> crop_size | square: resized to crop_size x crop_size
+    crop_border: str = "shift"  # shift: a region at the edge moves inside the frame | clip: it is cut at the edge
+    dot_space: str = "crop"  # crop: dot drawn after resizing (radius in crop px) | region: before (region px)
+    dot_color: str = "#ff0000"
+    dot_outline: str = "#ffffff"  # "" = no outline
+    dot_outline_width: int = 1
+    # The last allowed turn (the answer is required): final_think = a thought pre-filled before <answer>
+    # (continue style; "" = only <answer>; @FILE reads it); final_user_text = the user turn that asks for the
+    # answer (plain style; "" = the built-in one; @FILE reads it)
+    final_think: str = ""
+    final_user_text: str = ""
+
+    def __post_init__(self) -> None:
+        check_choice(self.crop_shape, CROP_SHAPES, "multiturn.crop_shape")
+        check_choice(self.crop_border, CROP_BORDERS, "multiturn.crop_border")
+        check_choice(self.dot_space, DOT_SPACES, "multiturn.dot_space")
+
+
+@dataclass
+class EvalConfig:
+    """``eval``/``demo`` settings that belong to a benchmark protocol (``--protocol``)."""
+
+    # cap the image's longer side before the frame is computed (0 = no cap); the frame (multiples of 28,
+    # <= teacher.max_pixels) is then computed from the capped size, and points/boxes stay exact
+    max_long_side: int = 0
 
 
 @dataclass
@@ -124,10 +179,28 @@ class RunConfig:
     task_options: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    # The model under test / the student (eval, demo, export rows, GRPO prompts): task | model | none | @FILE
+    # (see TeacherConfig.system_prompt; docs/protocols.md)
+    system_prompt: str = "task"
+    # the first user turn: task (the task's wording) | question (the question as written) | a template with
+    # {question} | @FILE (such a template)
+    user_text: str = "task"
+    protocol: str = ""  # the preset applied (--protocol), for the record
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        check_choice(self.system_prompt, SYSTEM_PROMPT_SOURCES, "system_prompt", file_ok=True)
+        if "{question}" not in self.user_text:
+            check_choice(self.user_text, USER_TEXT_SOURCES, "user_text", file_ok=True)
+
+    # Keys left out of the hash while they hold their default (added after run directories existed: a run
+    # made before them resumes; set to anything else, they change the hash)
+    _HASHED_UNLESS_DEFAULT = ("teacher.system_prompt", "system_prompt", "user_text", "protocol", "eval",
+                              *(f"multiturn.{k}" for k in PROTOCOL_MT_KEYS))
 
     # Keys that do not change what a run computes: excluded from the hash, so resume accepts them.
     _UNHASHED = ("limit", "teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.base_url",
-                 "teacher.api_key_env", "teacher.ca_file", "search.trees_in_flight", "export", "train", "data", "image_root",
+                 "teacher.api_key_env", "teacher.ca_file", "teacher.warn_downscale", "search.trees_in_flight", "export", "train", "data", "image_root",
                  "store")
     _UNHASHED += ("inputs",)  # which rows are refused, not what a finished tree holds
 
@@ -141,6 +214,14 @@ class RunConfig:
 
     def hash(self) -> str:
         d = json.loads(json.dumps(self.to_dict(), sort_keys=True, default=str))
+        default = json.loads(json.dumps(RunConfig().to_dict(), sort_keys=True, default=str))
+        for key in self._HASHED_UNLESS_DEFAULT:
+            parts = key.split(".")
+            cur, ref = d, default
+            for p in parts[:-1]:
+                cur, ref = cur.get(p, {}), ref.get(p, {})
+            if cur.get(parts[-1]) == ref.get(parts[-1]):
+                cur.pop(parts[-1], None)
         for key in self._UNHASHED:
             parts = key.split(".")
             cur = d

@@ -28,8 +28,10 @@ from .checkpoints import Checkpointer, Interrupted, route_signals
 from .config import MultiTurnConfig, RunConfig, validate_run_config
 from .environment import MULTITURN_STOPS, observation_text, zoom
 from .failures import group_failures, open_failures
-from .grounding import STEP_STOPS, Point
+from .frame_policy import watch_downscale
+from .grounding import ANSWER_OPEN, STEP_STOPS, Point
 from .progress import CountingTeacher, Progress, count_samples
+from .protocol import final_turn, observation_template, teacher_system
 from .samples import EncodedImage, FrameCache, Sample, SampleError, encode_image, load_samples, unique_samples
 from .search.mcts import TreeSearch
 from .search.resume import Resumed, TrackedTeacher, resume
@@ -88,9 +90,10 @@ def prepare_context(
         resized.append(img)
     frame = encoded[0].frame
     multiturn = run.multiturn.enabled
+    final_prefill, final_user = final_turn(run.multiturn) if multiturn else (ANSWER_OPEN, None)
     ctx = SampleContext(
         sample=sample,
-        system=task.teacher_system(multiturn),
+        system=teacher_system(run, task, multiturn),  # teacher.system_prompt: task | model | none | @FILE
         user_text=task.user_text(sample),
         images=tuple(encoded),
         truth=task.ground_truth(sample, frame),
@@ -99,6 +102,8 @@ def prepare_context(
         stop=MULTITURN_STOPS if multiturn else STEP_STOPS,
         multiturn=multiturn,
         frame_images=tuple(resized) if multiturn else (),
+        final_prefill=final_prefill,
+        final_user_text=final_user,
     )
     return ctx, [save_image(enc, image_dir) for enc in encoded]
 
@@ -113,7 +118,7 @@ def make_observer(ctx: SampleContext, cfg: MultiTurnConfig, image_dir: Path | No
         crop, box = zoom(ctx.frame_images[0], point, cfg)
         enc, _ = encode_image(crop, max_pixels=crop.width * crop.height, min_pixels=0, fmt=fmt, quality=quality,
                               source_format=source_format)
-        text = observation_text(point)
+        text = observation_text(point, observation_template(cfg))
         record = {"point": list(point), "box": list(box), "text": text, "image": save_image(enc, image_dir)}
         return Observation(text=text, images=(enc,)), record
 
@@ -221,7 +226,7 @@ class _Generation:
         self.cfg, self.task, self.store, self.teacher, self.prog = cfg, task, store, teacher, prog
         self.image_dir = store.path / "images"
         self.image_dir.mkdir(exist_ok=True)
-        self.frames = FrameCache()  # an image several samples ask about is prepared once
+        self.frames = watch_downscale(cfg.teacher)  # prepared once per image; warns once if teacher.warn_downscale
         self.finished = store.finished_ids()
         self.ckpt = Checkpointer(store.inflight(cfg.hash(), self.finished), cfg.store.checkpoint_s)
         self.session: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped_finished": 0,

@@ -117,6 +117,24 @@ def frame_for(width: int, height: int, max_pixels: int, min_pixels: int = 56 * 5
     return Frame(width=w, height=h, orig_width=width, orig_height=height)
 
 
+def capped_size(width: int, height: int, max_long_side: int) -> tuple[int, int]:
+    """``(width, height)`` scaled so the longer side is at most ``max_long_side`` (0 = no cap); sides truncated,
+    as ``resize((int(w*s), int(h*s)))`` does (an evaluation's longer-side cap, ``eval.max_long_side``)."""
+    long_side = max(width, height)
+    if max_long_side <= 0 or long_side <= max_long_side:
+        return width, height
+    s = max_long_side / long_side
+    return max(1, int(width * s)), max(1, int(height * s))
+
+
+def capped_frame(width: int, height: int, max_long_side: int, max_pixels: int, min_pixels: int) -> Frame:
+    """The frame of a ``width`` x ``height`` source under a longer-side cap, then Qwen's resize rule; ``orig_*``
+    stay the source's size, so points and boxes map between source and frame exactly as without a cap."""
+    cw, ch = capped_size(width, height, max_long_side)
+    f = frame_for(cw, ch, max_pixels=max_pixels, min_pixels=min_pixels)
+    return Frame(width=f.width, height=f.height, orig_width=width, orig_height=height)
+
+
 # --------------------------------------------------------------------------------------------
 # Parsing teacher / student output
 # --------------------------------------------------------------------------------------------

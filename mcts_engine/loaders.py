@@ -62,6 +62,7 @@ from .samples import (
     open_image,
 )
 from .verifiers import resolve_choice
+from .vigorl_layouts import is_vigorl_row, load_vigorl
 
 GAP = 16  # gray bar between side-by-side panels, pixels
 GAP_COLOR = (128, 128, 128)
@@ -310,6 +311,8 @@ def load_benchmark(
             row = _first_jsonl_row(jsonls[0])
             if row is not None and _is_web_row(row):
                 return (s for f in jsonls for s in load_web_actions(f, image_root, inputs=inputs))
+            if is_vigorl_row(row):  # ViGoRL's released layout (vigorl_layouts.py)
+                return (s for f in jsonls for s in load_vigorl(f, image_root, task, inputs=inputs))
         return None
     if not p.is_file():
         return None
@@ -329,6 +332,8 @@ def load_benchmark(
             return load_vstar_questions(p, image_root, inputs=inputs)
         if _is_web_row(row):
             return load_web_actions(p, image_root, inputs=inputs)
+        if is_vigorl_row(row):  # ViGoRL's released layout (vigorl_layouts.py)
+            return load_vigorl(p, image_root, task, inputs=inputs)
         return None
     if p.suffix == ".parquet":
         cols = _table_columns(p)

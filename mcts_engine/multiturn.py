@@ -8,7 +8,8 @@ One episode, turn by turn (``run_episode``):
 
 1. ask the teacher for ONE turn (``ctx.stop`` = ``MULTITURN_STOPS``: the reply ends at ``</tool_call>`` or
    ``</answer>``); the last allowed turn is forced (``PromptState.forced()``: ``continue`` style pre-fills
-   ``<answer>``, ``plain`` style asks for the answer);
+   ``<answer>``, after a thought when ``multiturn.final_think`` is set; ``plain`` style asks for the answer,
+   with ``multiturn.final_user_text`` when set);
 2. classify it (``grounding.parse_step``):
    - an answer ends the episode with that answer;
    - a thought with a valid tool call runs the environment; the observation turn (the crop) is appended and the
@@ -39,6 +40,7 @@ from typing import Any
 from .config import MultiTurnConfig
 from .environment import MULTITURN_STOPS, check_tool_step
 from .grounding import Frame, Point, parse_step
+from .protocol import final_turn
 from .teachers.base import Continuation, Observation, PromptState, SampleContext, Teacher, Turn, observes_inline
 
 Observer = Callable[[Point], tuple[Observation, dict[str, Any]]]
@@ -118,7 +120,8 @@ class Episode:
 
 def as_multiturn(ctx: SampleContext, frame_images: tuple[Any, ...] | list[Any], system: str | None = None) -> SampleContext:
     """A multi-turn copy of ``ctx``: steps stop at ``</tool_call>``/``</answer>``, the resized ``frame_images``
-    (the images the model sees; the environment crops the first) attached, and optionally another system prompt."""
+    (the images the model sees; the environment crops the first) attached, and optionally another system prompt
+    (``None`` keeps ``ctx.system``, which may itself be ``None``: no system message)."""
     if not frame_images:
         raise ValueError("a multi-turn context needs the resized frame image to crop")
     return replace(ctx, system=ctx.system if system is None else system, stop=MULTITURN_STOPS, multiturn=True,
@@ -179,6 +182,9 @@ async def run_episode(
 
     if not ctx.multiturn or not ctx.frame_images:
         raise ValueError("run_episode needs a multi-turn SampleContext (see as_multiturn)")
+    prefill, final_user = final_turn(mcfg)  # the last turn's format is the environment's (multiturn.final_*)
+    if (ctx.final_prefill, ctx.final_user_text) != (prefill, final_user):
+        ctx = replace(ctx, final_prefill=prefill, final_user_text=final_user)
     observe = observe or make_observer(ctx, mcfg, None, image_format, image_quality)
     max_turns = max(1, int(max_turns))
     n = max(1, int(n))

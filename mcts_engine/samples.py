@@ -22,7 +22,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Union
@@ -30,7 +30,7 @@ from typing import Any, Union
 from PIL import Image
 
 from .config import IMAGE_FORMATS, InputConfig
-from .grounding import Frame, frame_for
+from .grounding import Frame, capped_frame, frame_for
 from .input_checks import DEFAULT_INPUTS, confine, decode_json_line, iter_lines, iter_parquet_rows, open_bounded, sample_problem
 from .options import split_options  # the one option parser (the tasks import it from here too)
 from .png_writer import encode_png
@@ -173,11 +173,21 @@ def encode_image(
 
 def load_frame(
     src: ImageSource, image_root: str | None, max_pixels: int, min_pixels: int, fmt: str, quality: int = 90,
-    inputs: InputConfig | None = None,
+    inputs: InputConfig | None = None, max_long_side: int = 0,
 ) -> tuple[EncodedImage, Image.Image]:
-    """Read an image and prepare the teacher's frame of it (:func:`encode_image`). ``ValueError`` on bad input."""
+    """Read an image and prepare the teacher's frame of it (:func:`encode_image`). ``ValueError`` on bad input.
+    ``max_long_side`` > 0: the frame is computed from the source capped to that longer side
+    (:func:`~mcts_engine.grounding.capped_frame`) and the image resized to it in one step."""
     img, source_format = open_image_with_format(src, image_root, inputs)
-    return encode_image(img, max_pixels=max_pixels, min_pixels=min_pixels, fmt=fmt, quality=quality, source_format=source_format)
+    if max_long_side <= 0 or max(img.size) <= max_long_side:
+        return encode_image(img, max_pixels=max_pixels, min_pixels=min_pixels, fmt=fmt, quality=quality,
+                            source_format=source_format)
+    frame = capped_frame(img.width, img.height, max_long_side, max_pixels, min_pixels)
+    resized = img.resize((frame.width, frame.height), Image.BICUBIC)
+    # already on the 28-pixel grid: encode_image keeps the size; the frame then gets the source's size back
+    enc, resized = encode_image(resized, max_pixels=frame.width * frame.height, min_pixels=0, fmt=fmt, quality=quality,
+                                source_format=source_format)
+    return replace(enc, frame=frame), resized
 
 
 class FrameCache:
@@ -192,8 +202,9 @@ class FrameCache:
     wait for that result); a failure is not kept (each sample reports its own error).
     """
 
-    def __init__(self, capacity: int = 16) -> None:
+    def __init__(self, capacity: int = 16, max_long_side: int = 0) -> None:
         self.capacity = capacity
+        self.max_long_side = int(max_long_side)  # an evaluation's longer-side cap (load_frame); 0 = none
         self._done: OrderedDict[tuple, tuple[EncodedImage, Image.Image]] = OrderedDict()
         self._pending: dict[tuple, threading.Event] = {}
         self._lock = threading.Lock()
@@ -231,7 +242,7 @@ class FrameCache:
                     break
             waiting.wait()  # another thread prepares it; then look again (it may have failed)
         try:
-            out = load_frame(src, image_root, max_pixels, min_pixels, fmt, quality, inputs)
+            out = load_frame(src, image_root, max_pixels, min_pixels, fmt, quality, inputs, self.max_long_side)
             with self._lock:
                 self._done[key] = out
                 while len(self._done) > self.capacity:

@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+
+from mcts_engine.export.protocol_rows import row_multiturn
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -92,7 +94,7 @@ def check_sft_row(row: dict[str, Any], run: Path, crops: dict, parts: bool = Tru
     last = assistants[-1]["content"][0]["text"] if parts else assistants[-1]["content"]
     assert last == f"<answer> {row['answer']} </answer>"
     settings = {k: v for k, v in MT_SETTINGS.items() if k != "enabled"}
-    assert row["multiturn"] == {**settings, "max_turns": 5}
+    assert row["multiturn"] == {**settings, "max_turns": 5, **row_multiturn({})}  # + the protocol keys at defaults
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +192,8 @@ def test_sft_and_grpo_rows(mt_run: Path, tmp_path: Path) -> None:
     for g in grpo:
         assert g["prompt"][0]["content"][0]["text"] == system and "<tool_call>" in system
         assert [p["type"] for p in g["prompt"][1]["content"]] == ["image", "text"] and len(g["images"]) == 1
-        assert g["multiturn"] == {"max_turns": 5, "crop_offset": 40, "crop_size": 112, "draw_dot": True, "dot_radius": 3}
+        assert g["multiturn"] == {"max_turns": 5, "crop_offset": 40, "crop_size": 112, "draw_dot": True, "dot_radius": 3,
+                                      **row_multiturn({})}
         assert json.loads(g["ground_truth"])["answer"] == "left" and g["reward_model"]["style"] == "rule"
 
 

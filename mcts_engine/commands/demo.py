@@ -189,10 +189,12 @@ def demo(
     base_url: str | None = typer.Option(None, help="OpenAI-compatible server URL of the model (e.g. a `vllm serve`d student)."),
     model: str | None = typer.Option(None, help="Served model name."),
     recipe: str | None = typer.Option(None, help="Recipe (default recipes/<task>_multiturn.yaml if it exists, else recipes/<task>.yaml): crop settings, frame size."),
+    protocol: str | None = typer.Option(None, help="Ask as a released checkpoint was trained: the preset recipes/<task>_<PROTOCOL>.yaml under --recipe/--set (vigorl; docs/protocols.md)."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", help="task | model (the served chat template's default) | none (empty) | @FILE (exact text). Default: the recipe's system_prompt."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set multiturn.crop_size=512 (repeatable)."),
     single_turn: bool = typer.Option(False, "--single-turn", help="One whole grounded chain in one reply instead of zoom turns."),
     max_turns: int | None = typer.Option(None, min=1, help="Assistant turns, the last forced to answer (default: the recipe's search.max_depth)."),
-    max_tokens: int = typer.Option(1024, help="Token budget of one reply."),
+    max_tokens: int | None = typer.Option(None, help="Token budget of one reply. Default 1024, or the --protocol preset's teacher.max_tokens."),
     temperature: float = typer.Option(0.0, help="Sampling temperature (0: greedy)."),
     max_pixels: int | None = typer.Option(None, help="Image frame size in pixels (default: the recipe's teacher.max_pixels)."),
     seed: int = typer.Option(0, help="Seed (the sim teacher is reproducible with it)."),
@@ -205,6 +207,7 @@ def demo(
     from ..config import ConfigError, build_run_config, load_recipe, recipe_path
     from ..grounding import check_chain, find_points
     from ..multiturn import as_multiturn, run_episode, score_episode
+    from ..protocol import load_with_protocol, student_system, user_text
     from ..samples import Sample, load_frame
     from ..tasks import get_task, task_names
     from ..teachers import make_teacher
@@ -216,13 +219,15 @@ def demo(
             task = str((load_recipe(recipe, "vstar") if recipe else {}).get("task") or "vstar")
         if task not in task_names():
             fail(f"unknown task {task!r} (known: {', '.join(task_names())})")
-        if recipe is None and not single_turn and recipe_path(f"{task}_multiturn").exists():
+        if recipe is None and protocol is None and not single_turn and recipe_path(f"{task}_multiturn").exists():
             recipe = f"{task}_multiturn"
-        rec = load_recipe(recipe, task)
+        rec = load_with_protocol(recipe, task, protocol)
         kind = choose_teacher(teacher, base_url, model, recipe_teacher_kind(rec, set_), bundled=False).kind
+        if protocol and not single_turn and not (rec.get("multiturn") or {}).get("enabled"):
+            single_turn = True  # the protocol's models answer in one reply (the spatial presets)
         cfg = build_run_config(
-            rec, set_, task=task, seed=seed, teacher__kind=kind, teacher__base_url=base_url, teacher__model=model,
-            teacher__max_tokens=max_tokens, teacher__max_pixels=max_pixels, teacher__temperature=temperature,
+            rec, set_, task=task, seed=seed, system_prompt=system_prompt, teacher__kind=kind, teacher__base_url=base_url, teacher__model=model,
+            teacher__max_tokens=max_tokens if max_tokens is not None else (None if protocol else 1024), teacher__max_pixels=max_pixels, teacher__temperature=temperature,
         )
         task_obj = get_task(task, cfg.task_options)
     except (ConfigError, ValueError, KeyError) as exc:
@@ -232,7 +237,8 @@ def demo(
     turns_allowed = max_turns or cfg.search.max_depth
     t = cfg.teacher
     try:
-        enc, resized = load_frame(str(image), None, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality)
+        enc, resized = load_frame(str(image), None, t.max_pixels, t.min_pixels, t.image_format, t.jpeg_quality,
+                                  cfg.inputs, cfg.eval.max_long_side)
     except ValueError as exc:
         fail(f"--image {image}: {exc}")
     frame = enc.frame
@@ -246,8 +252,11 @@ def demo(
         if answer is not None:
             fail(f"--answer {answer!r}: {exc}")
         truth = {"answer": sample.answer}
-    system = task_obj.student_system(multiturn)
-    ctx = SampleContext(sample=sample, system=system, user_text=task_obj.user_text(sample), images=(enc,), truth=truth,
+    try:
+        system = student_system(cfg.system_prompt, task_obj, multiturn)  # system_prompt: task | model | none | @FILE
+    except ConfigError as exc:
+        fail(str(exc))
+    ctx = SampleContext(sample=sample, system=system, user_text=user_text(task_obj, sample, cfg.user_text), images=(enc,), truth=truth,
                         hint_boxes=[], task=task_obj)
     if multiturn:
         ctx = as_multiturn(ctx, [resized])
@@ -290,7 +299,8 @@ def demo(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     seconds = time.perf_counter() - t0
-    view = DemoView(title=f"mcts-engine demo · {task}", query=query, user_text=ctx.user_text, system=system,
+    view = DemoView(title=f"mcts-engine demo · {task}", query=query, user_text=ctx.user_text,
+                    system=system if system is not None else "(none sent: the served model's chat template applies its default)",
                     model=model_label, mode=mode, image_url=_jpeg_url(resized), frame=(frame.width, frame.height),
                     answer=None, end="", seconds=seconds)
     if episode is not None:

@@ -36,28 +36,38 @@ from ..teachers.urls import public_urls
 # Keys of the teacher config that do not change what an eval computes (left out of the hash).
 _UNHASHED_TEACHER = ("base_url", "concurrency", "timeout_s", "max_retries", "api_key_env")
 MAX_CONSECUTIVE_TEACHER_FAILURES = 8
+_TASK = object()  # eval_config's default system: the task's student prompt
+# Teacher keys added after eval directories existed: left out of the record while they hold these defaults.
+_TEACHER_NEW = {"system_prompt": "task", "warn_downscale": 0.0}
 
 
 def eval_config(task: Any, task_name: str, teacher_cfg: Any, k: int, circular: bool, seed: int,
-                task_options: dict[str, Any], multiturn: Any = None, max_turns: int | None = None) -> tuple[dict[str, Any], str]:
+                task_options: dict[str, Any], multiturn: Any = None, max_turns: int | None = None,
+                system: Any = _TASK, prompt: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
     """The resolved eval config (stored in the run directory) and its hash (what resume compares).
     ``multiturn`` (a ``MultiTurnConfig``) and ``max_turns`` enter it only when multi-turn is on, so a single-pass
-    run directory made before multi-turn existed still resumes."""
-    teacher = asdict(teacher_cfg)
-    teacher["base_url"] = public_urls(teacher["base_url"])  # stored in config.json: no credentials
+    run directory made before multi-turn existed still resumes. ``system``: the system message sent (None = none;
+    default: the task's student prompt); ``prompt``: ``protocol.prompt_record`` (only when not all default)."""
+    from ..protocol import multiturn_record
+
+    teacher = {k: v for k, v in asdict(teacher_cfg).items() if not (k in _TEACHER_NEW and v == _TEACHER_NEW[k])}
+    if "base_url" in teacher:
+        teacher["base_url"] = public_urls(teacher["base_url"])  # stored in config.json: no credentials
     mt = multiturn is not None and bool(getattr(multiturn, "enabled", False))
     cfg = {
         "kind": "eval",
         "task": task_name,
         "task_options": task_options,
-        "student_prompt": task.student_system(True) if mt else task.student_prompt,
+        "student_prompt": (task.student_system(True) if mt else task.student_prompt) if system is _TASK else system,
         "samples_per_item": k,
         "circular": circular,
         "seed": seed,
         "teacher": teacher,
     }
     if mt:
-        cfg["multiturn"] = {**asdict(multiturn), "max_turns": int(max_turns or 1)}
+        cfg["multiturn"] = {**multiturn_record(multiturn), "max_turns": int(max_turns or 1)}
+    if prompt:
+        cfg["prompt"] = dict(prompt)
     hashed = json.loads(json.dumps(cfg, sort_keys=True, default=str))
     for key in _UNHASHED_TEACHER:
         hashed["teacher"].pop(key, None)
@@ -127,12 +137,18 @@ def run_eval(
     max_turns: int = 6,
     inputs: Any = None,
     status_every: float = 0.0,
+    system_prompt: str = "task",
+    user_text_source: str = "task",
+    max_long_side: int = 0,
+    protocol: str = "",
 ) -> tuple[Any, Path]:
     """Run (or resume) an eval into ``out``; returns ``(Summary, out)``.
 
     ``inputs``: an ``InputConfig`` (the image-root rule and the input bounds; default: its defaults).
     ``multiturn``: a ``MultiTurnConfig``; when enabled, each sample is a turn-loop episode of at most ``max_turns``
     turns (see the module docstring), its crops saved under ``out/images``.
+    ``system_prompt`` (task | model | none | @FILE), ``user_text_source`` (task | question) and ``max_long_side``
+    (the longer-side cap before the frame, 0 = none) are the protocol's (``mcts_engine.protocol``, docs/protocols.md).
 
     Raises ``TeacherUnavailable`` before any work, ``RunError`` for a directory made with another config,
     ``SampleLoadError`` for unreadable input, ``Aborted`` if the teacher goes down mid-run.
@@ -146,6 +162,8 @@ def run_eval(
     from ..generate import save_image, make_observer
     from ..multiturn import as_multiturn, run_episode, score_episode
     from ..progress import CountingTeacher, Progress, count_samples
+    from ..config import ConfigError
+    from ..protocol import prompt_record, student_system, user_text
     from ..store import RunStore
     from ..tasks import get_task
     from ..teachers import make_teacher
@@ -154,12 +172,18 @@ def run_eval(
     task = get_task(task_name, task_options or {})
     spec = spec_for(task)
     circ = spec.circular if circular is None else circular
+    if user_text_source != "task":  # the question as written fixes its option order: nothing to rotate
+        if circular:
+            raise ConfigError(f"--circular: needs user_text: task (user_text {user_text_source!r} shows the "
+                              "question as written, whose option order cannot be rotated)")
+        circ = False
     k = max(1, int(samples_per_item))
     mt = multiturn is not None and bool(getattr(multiturn, "enabled", False))
     max_turns = max(1, int(max_turns))
+    system = student_system(system_prompt, task, mt)
     cfg, digest = eval_config(task, task_name, teacher_cfg, k, circ, seed, task_options or {},
-                              multiturn if mt else None, max_turns)
-    system = task.student_system(True) if mt else task.student_prompt
+                              multiturn if mt else None, max_turns, system,
+                              prompt_record(system_prompt, user_text_source, max_long_side, protocol))
     own = teacher is None
     teacher = teacher or make_teacher(teacher_cfg, seed=seed)
     inner = teacher
@@ -176,7 +200,7 @@ def run_eval(
     counters = {"done": 0, "failed": 0, "skipped": 0, "consecutive": 0, "prompt_tokens": 0, "completion_tokens": 0}
     last_error = [""]
 
-    frames = FrameCache()  # an image several items ask about is prepared once
+    frames = FrameCache(max_long_side=max_long_side)  # an image several items ask about is prepared once
 
     def prepare(sample: Any) -> tuple[Any, list[tuple[int, Any]], list[dict[str, Any]]]:
         task.check_sample(sample)
@@ -187,7 +211,7 @@ def run_eval(
         contexts = []
         for r in rotations(list(sample.choices), circ):
             vs = replace(sample, choices=list(sample.choices[r:]) + list(sample.choices[:r])) if r else sample
-            ctx = SampleContext(sample=vs, system=system, user_text=task.user_text(vs), images=encoded,
+            ctx = SampleContext(sample=vs, system=system, user_text=user_text(task, vs, user_text_source), images=encoded,
                                 truth=task.ground_truth(vs, frame), hint_boxes=task.hint_boxes(vs, frame), task=task)
             if mt:
                 ctx = as_multiturn(ctx, [img for _, img in pairs])
@@ -336,7 +360,7 @@ def eval(  # noqa: A001 - the command's name
     format_check: bool = typer.Option(False, "--format-check", help="Also count outputs that broke the step grammar or put points outside the frame."),
     circular: bool | None = typer.Option(None, "--circular/--no-circular", help="Circular evaluation over rotated option orders (default: the task's, on for sat2)."),
     temperature: float | None = typer.Option(None, help="Sampling temperature (default 0 for K=1, else the recipe's)."),
-    max_tokens: int = typer.Option(1024, help="Token budget of one reply (a whole chain; one turn with --multiturn)."),
+    max_tokens: int | None = typer.Option(None, help="Token budget of one reply (a whole chain; one turn with --multiturn). Default 1024, or the --protocol preset's teacher.max_tokens."),
     multiturn: bool | None = typer.Option(None, "--multiturn/--single-pass", help="Drive the model through the zoom turn loop (default: the recipe's multiturn.enabled; on for --recipe vstar_multiturn)."),
     max_turns: int | None = typer.Option(None, min=1, help="Multi-turn: assistant turns per episode, the last forced to answer (default: the recipe's search.max_depth)."),
     max_pixels: int | None = typer.Option(None, help="Image frame size in pixels (default: the recipe's teacher.max_pixels)."),
@@ -344,6 +368,8 @@ def eval(  # noqa: A001 - the command's name
     limit: int | None = typer.Option(None, help="Only the first N items."),
     seed: int = typer.Option(0, help="Seed (the sim teacher is reproducible with it)."),
     recipe: str | None = typer.Option(None, help="Recipe YAML (default recipes/<task>.yaml): its teacher section and task_options apply."),
+    protocol: str | None = typer.Option(None, help="Ask as a released checkpoint was trained: the preset recipes/<task>_<PROTOCOL>.yaml under --recipe/--set (vigorl; docs/protocols.md)."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", help="task | model (the served chat template's default) | none (empty) | @FILE (exact text). Default: the recipe's system_prompt."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set teacher.top_p=0.9 (repeatable)."),
     force: bool = typer.Option(False, "--force/--no-force", help="Reuse --out even though its config differs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live bar on a terminal; --no-progress (or no terminal): a status line every --status-every seconds."),
@@ -352,6 +378,7 @@ def eval(  # noqa: A001 - the command's name
     """Score a model on a benchmark (single pass, or --multiturn through the zoom turn loop): accuracy overall and
     by the benchmark's groups, with 95% CIs."""
     from ..config import ConfigError, build_run_config, load_recipe
+    from ..protocol import load_with_protocol, protocol_task
     from ..samples import SampleLoadError
     from ..search.scheduler import Aborted
     from ..store import RunError
@@ -360,7 +387,7 @@ def eval(  # noqa: A001 - the command's name
 
     if task is None:  # the recipe names its task (recipes/vstar_multiturn.yaml: task: vstar)
         try:
-            task = str((load_recipe(recipe, "sat2") if recipe else {}).get("task") or "sat2")
+            task = str((load_recipe(recipe, "sat2") if recipe else {}).get("task") or protocol_task(protocol, None, recipe) or "sat2")
         except ConfigError as exc:
             fail(str(exc))
     if task not in task_names():
@@ -372,13 +399,14 @@ def eval(  # noqa: A001 - the command's name
             return Path(__file__).resolve().parents[2] / "data" / f"{name}_sample"
     bundled = data is None
     try:
-        rec = load_recipe(recipe, task)
+        rec = load_with_protocol(recipe, task, protocol)
         choice = choose_teacher(teacher, base_url, model, recipe_teacher_kind(rec, set_), bundled)
         kind = choice.kind
         cfg = build_run_config(
-            rec, set_, task=task, seed=seed, limit=limit, inputs__allow_outside_root=True if allow_outside_root else None,
+            rec, set_, task=task, seed=seed, limit=limit, system_prompt=system_prompt,
+            inputs__allow_outside_root=True if allow_outside_root else None,
             teacher__kind=kind, teacher__base_url=base_url, teacher__model=model, teacher__concurrency=concurrency,
-            teacher__max_tokens=max_tokens, teacher__max_pixels=max_pixels,
+            teacher__max_tokens=max_tokens if max_tokens is not None else (None if protocol else 1024), teacher__max_pixels=max_pixels,
             teacher__temperature=temperature if temperature is not None else (0.0 if samples_per_item == 1 else None),
         )
     except (ConfigError, ValueError) as exc:
@@ -404,13 +432,18 @@ def eval(  # noqa: A001 - the command's name
     if mt:
         m = cfg.multiturn
         typer.echo(f"multi-turn: ≤ {turns} turns, crop {2 * m.crop_offset} px around each point shown at {m.crop_size} px"
-                   f"{', point drawn' if m.draw_dot else ''}", err=True)
+                   f"{' square' if m.crop_shape == 'square' else ''}{', point drawn' if m.draw_dot else ''}", err=True)
+    if cfg.protocol or cfg.system_prompt != "task" or cfg.eval.max_long_side:
+        typer.echo(f"protocol: {cfg.protocol or 'custom'} · system prompt: {cfg.system_prompt} · first turn: {cfg.user_text}"
+                   f"{f' · longer side capped at {cfg.eval.max_long_side} px' if cfg.eval.max_long_side else ''}", err=True)
     try:
         summary, path = run_eval(
             task, data_path, cfg.teacher, out_dir, image_root=str(image_root) if image_root else None,
             samples_per_item=samples_per_item, circular=circular, format_check=format_check, limit=limit, seed=seed,
             task_options=cfg.task_options, force=force, progress=progress,
             multiturn=cfg.multiturn if mt else None, max_turns=turns, inputs=cfg.inputs, status_every=status_every,
+            system_prompt=cfg.system_prompt, user_text_source=cfg.user_text, max_long_side=cfg.eval.max_long_side,
+            protocol=cfg.protocol,
         )
     except Aborted as exc:  # the model's server went down mid-run: what failed so far, then why it stopped
         try:

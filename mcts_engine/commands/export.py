@@ -30,7 +30,8 @@ def export(
         None, "--strategy", help="SFT chains: comma-separated best,all_correct,backtrack (recipe default best,backtrack)."
     ),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Take the export: section from this recipe YAML."),
-    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set export.max_correct_per_sample=8."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Write rows in a released model's protocol (vigorl): system message, first turn, observations and crops (docs/protocols.md)."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set export.max_correct_per_sample=8 or --set system_prompt=model."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Where relative image paths resolve."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Export only the first N trees (N ≥ 1)."),
     allow_outside_root: bool = typer.Option(
@@ -46,6 +47,7 @@ def export(
     """Linearize search trees into training data (TRL, verl, EasyR1, LLaMA-Factory)."""
     from ..config import ConfigError
     from ..export.formats import FLAVORS, KINDS, MODES, ExportError, export_run, kinds_for, resolve_export_config, resolve_mode
+    from ..export.protocol_rows import protocol_settings, split_overrides
     from ..store import RunError, RunStore
 
     if flavor not in FLAVORS:
@@ -64,8 +66,11 @@ def export(
         store = RunStore.open_existing(run)
         if kinds == ["all"]:
             kinds = list(kinds_for(flavor, resolve_mode(store.config(), mode)))
+        mine, rest = split_overrides(list(set_))
+        task_name = str((store.config().get("config") or {}).get("task") or "sat2")
+        prompt_settings = protocol_settings(task_name, protocol, mine)
         cfg, task_options = resolve_export_config(
-            store.config(), recipe=str(recipe) if recipe else None, overrides=list(set_),
+            store.config(), recipe=str(recipe) if recipe else None, overrides=rest,
             val_fraction=val_fraction, seed=seed, strategies=strategy,
         )
         out_dir = out or (run / "export" / (flavor if format == "parquet" else f"{flavor}_{format}"))
@@ -73,6 +78,7 @@ def export(
             run, out_dir, kinds=kinds, cfg=cfg, fmt=format, flavor=flavor,
             image_root=str(image_root) if image_root else None, limit=limit, task_options=task_options, mode=mode,
             allow_outside_root=allow_outside_root,
+            protocol=prompt_settings,
         )
     except (RunError, ExportError, ConfigError, ValueError) as exc:
         fail(str(exc).splitlines()[0])

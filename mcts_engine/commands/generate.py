@@ -43,6 +43,7 @@ def generate(
     out: Path | None = typer.Option(None, help="Run directory (default runs/<task>-<teacher>)."),
     recipe: str | None = typer.Option(None, help="Recipe YAML file or bundled name, e.g. vstar_multiturn (default recipes/<task>.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set search.simulations=16 (repeatable)."),
+    protocol: str | None = typer.Option(None, help="Search in a released model's protocol (vigorl): observation text, crop geometry, final turn of recipes/<task>_<PROTOCOL>.yaml under --recipe/--set; the teacher keeps teacher.system_prompt (docs/protocols.md)."),
     force: bool = typer.Option(False, "--force/--no-force", help="Reuse --out even though its config differs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live bar on a terminal; --no-progress (or no terminal): a status line every --status-every seconds."),
     status_every: float = typer.Option(10.0, "--status-every", min=0, help="Seconds between plain status lines without a terminal (0: none)."),
@@ -54,6 +55,7 @@ def generate(
     """Search grounded reasoning chains with a teacher VLM and store every tree."""
     from ..config import ConfigError, build_run_config, load_recipe
     from ..generate import Aborted, Interrupted, default_data, run_generate
+    from ..protocol import inline_texts, load_with_protocol
     from ..progress import count_samples, resume_line
     from ..samples import SampleLoadError
     from ..store import RunError
@@ -68,6 +70,8 @@ def generate(
         if task not in task_names():
             fail(f"unknown task {task!r} (known: {', '.join(task_names())})")
         rec = rec if rec is not None else load_recipe(None, task)
+        if protocol:
+            rec = load_with_protocol(recipe, task, protocol)
         bundled = data is None
         choice = choose_teacher(teacher, base_url, model, recipe_teacher_kind(rec, set_), bundled)
         cfg = build_run_config(
@@ -84,6 +88,7 @@ def generate(
             teacher__concurrency=concurrency,
             inputs__allow_outside_root=True if allow_outside_root else None,
         )
+        cfg.multiturn = inline_texts(cfg.multiturn)  # @FILE texts recorded as text (config.json, hash)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     out_dir = out or Path("runs") / f"{task}-{choice.kind}"

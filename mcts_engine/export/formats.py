@@ -65,6 +65,9 @@ from ..samples import Sample
 from ..search.tree import Tree
 from ..store import RunStore
 from .linearize import Chain, ExportConfig, Linearizer, MultiTurnChain, Pair, PrmRow
+from .protocol_rows import (
+    changes_observations, env_settings, first_user_text, recut_chains, row_multiturn, row_multiturn_keys, system_message,
+)
 
 KINDS: tuple[str, ...] = ("sft", "grpo", "dpo", "prm")
 FLAVORS: dict[str, tuple[str, ...]] = {
@@ -423,6 +426,7 @@ def _mt_features(kind: str, flavor: str) -> Any:
         "crop_size": Value("int32"),
         "draw_dot": Value("bool"),
         "dot_radius": Value("int32"),
+        **row_multiturn_keys(),
     }
     extra: dict[str, Any] = {"multiturn": env}
     if kind == "sft":
@@ -446,6 +450,7 @@ def multiturn_settings(run_config: dict[str, Any]) -> dict[str, Any]:
         "crop_size": int(mt["crop_size"]),
         "draw_dot": bool(mt["draw_dot"]),
         "dot_radius": int(mt["dot_radius"]),
+        **row_multiturn(mt),  # observation text, crop geometry, final turn (export/protocol_rows.py)
     }
 
 
@@ -482,7 +487,7 @@ class SampleContext:
 
     id: str
     task: str
-    system: str
+    system: str | None  # None = no system message (system_prompt: model)
     user_text: str
     images: list[ImageBlob]
     frame: Frame
@@ -510,16 +515,15 @@ class SampleContext:
     # message shapes
     def parts_prompt(self) -> list[dict[str, Any]]:
         user = [{"type": "image", "text": None} for _ in self.images] + [{"type": "text", "text": self.user_text}]
-        return [
-            {"role": "system", "content": [{"type": "text", "text": self.system}]},
-            {"role": "user", "content": user},
-        ]
+        system = [] if self.system is None else [{"role": "system", "content": [{"type": "text", "text": self.system}]}]
+        return [*system, {"role": "user", "content": user}]
 
     def marker_user(self) -> str:
         return "<image>" * len(self.images) + self.user_text
 
     def str_prompt(self) -> list[dict[str, Any]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.marker_user()}]
+        system = [] if self.system is None else [{"role": "system", "content": self.system}]
+        return [*system, {"role": "user", "content": self.marker_user()}]
 
 
 def _assistant(text: str) -> dict[str, Any]:
@@ -612,7 +616,7 @@ def grpo_row(ctx: SampleContext, lin: Linearizer, index: int, flavor: str) -> di
     }
     if flavor == "easyr1":
         return {
-            "prompt": f"{ctx.marker_user()}\n\n{ctx.system}",
+            "prompt": ctx.marker_user() if ctx.system is None else f"{ctx.marker_user()}\n\n{ctx.system}",
             "answer": json.dumps({"task": ctx.task, "task_options": ctx.task_options, "truth": ctx.truth},
                                  ensure_ascii=False, sort_keys=True),
             "images": list(ctx.images),
@@ -949,6 +953,7 @@ def export_run(
     workers: int | None = None,
     mode: str = "auto",
     allow_outside_root: bool = False,
+    protocol: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export the trees of run directory ``run`` to ``out``. See the module docstring.
 
@@ -958,7 +963,8 @@ def export_run(
 
     Linearization runs in order on the calling thread; image loading/resizing/encoding for the next
     few samples runs on ``workers`` threads (default: CPU count, at most 8); rows are written in
-    file order, so the output does not depend on ``workers``."""
+    file order, so the output does not depend on ``workers``. ``protocol``: ``protocol_rows.protocol_settings``
+    (system message, first user turn, multi-turn observations and crops in a released model's protocol)."""
     from ..tasks import get_task
 
     cfg.validate()
@@ -974,6 +980,8 @@ def export_run(
     mt = resolve_mode(config, mode)
     _check_kinds(kinds, flavor, mt, cfg)
     mt_settings = multiturn_settings(config) if mt else None
+    if mt_settings is not None and protocol:
+        mt_settings = env_settings(mt_settings, protocol)
     run_options, max_px, min_px = _run_settings(config)
     inputs = run_inputs(config, allow_outside_root)
     options = run_options if task_options is None else task_options
@@ -1019,7 +1027,12 @@ def export_run(
         if cfg.rescale_to_original:
             f = tree.frame
             truth = task.ground_truth(sample, Frame(f.orig_width, f.orig_height, f.orig_width, f.orig_height))
-        crops = crop_images(wanted.get("sft", []), run_dir, cfg.image_format, cfg.jpeg_quality, inputs.max_image_pixels) if mt else {}
+        if mt and changes_observations(protocol) and wanted.get("sft"):  # the protocol's observations: crops cut again
+            frame = frame_image(tree, image_root_for(tree.sample, config, image_root), run_dir, inputs)
+            wanted["sft"], crops = recut_chains(wanted["sft"], frame, mt_settings or {},
+                                                lambda im: encode(im, "jpeg" if cfg.image_format == "jpeg" else "png", cfg.jpeg_quality))
+        else:
+            crops = crop_images(wanted.get("sft", []), run_dir, cfg.image_format, cfg.jpeg_quality, inputs.max_image_pixels) if mt else {}
         return blobs, truth, crops
 
     def emit(tree: Tree, lin: Linearizer, sample: Sample, task: Any, wanted: dict[str, list[Any]], fut: Any) -> None:
@@ -1030,8 +1043,8 @@ def export_run(
             ctx = SampleContext(
                 id=sid,
                 task=task.name,
-                system=task.student_system(multiturn=True) if mt else task.student_prompt,
-                user_text=task.user_text(sample),
+                system=system_message(protocol or {}, task, mt),  # system_prompt: task | model | none | @FILE
+                user_text=first_user_text(protocol or {}, task, sample),
                 images=blobs,
                 frame=tree.frame,
                 coord_space="original" if cfg.rescale_to_original else "frame",

@@ -42,7 +42,9 @@ class SampleContext:
     """Per-sample state shared by every prompt of its tree: encoded images, frames, prompt texts."""
 
     sample: Sample
-    system: str
+    # None = no system message (the serving chat template applies its default); "" = an empty system
+    # message; see ``protocol.resolve_system_prompt``
+    system: str | None
     user_text: str
     images: tuple[EncodedImage, ...]
     truth: dict[str, Any]  # the task's ground truth (frame coordinates), for the verifier
@@ -53,6 +55,10 @@ class SampleContext:
     frame_images: tuple[Any, ...] = ()  # the resized PIL images (the multi-turn environment crops them)
     # Message JSON that never changes for this sample (system + user turn), rendered once by a backend.
     cache: dict[str, Any] = field(default_factory=dict)
+    # The last allowed step (``PromptState.forced``): what a ``continue``-style request pre-fills, and the
+    # user turn a ``plain``-style request ends with (None = the built-in one); ``protocol.final_turn``
+    final_prefill: str = ANSWER_OPEN
+    final_user_text: str | None = None
 
     @property
     def frame(self) -> Frame:
@@ -141,11 +147,17 @@ def image_part(img: EncodedImage) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": img.data_url}}
 
 
+def system_messages(system: str | None) -> list[dict[str, Any]]:
+    """The system message as sent: none for ``None`` (the chat template's default applies), else one
+    message with ``system`` as its text (``""`` = an empty system message)."""
+    return [] if system is None else [{"role": "system", "content": system}]
+
+
 def head_messages(ctx: SampleContext) -> list[dict[str, Any]]:
-    """System + first user turn (images then question). Constant per sample."""
+    """System (unless ``ctx.system`` is None) + first user turn (images then question). Constant per sample."""
     content: list[dict[str, Any]] = [image_part(img) for img in ctx.images]
     content.append({"type": "text", "text": ctx.user_text})
-    return [{"role": "system", "content": ctx.system}, {"role": "user", "content": content}]
+    return system_messages(ctx.system) + [{"role": "user", "content": content}]
 
 
 def _observation_message(obs: Observation) -> dict[str, Any]:
@@ -172,16 +184,17 @@ def tail_messages(state: PromptState, style: str) -> tuple[list[dict[str, Any]],
     short "continue" line), for servers that cannot continue a message.
     """
     msgs: list[dict[str, Any]] = []
-    prefill = ANSWER_OPEN if (state.force_answer and style == "continue") else ""
+    prefill = state.context.final_prefill if (state.force_answer and style == "continue") else ""
     if style == "plain":
         for turn in state.turns:
             msgs.append({"role": "assistant", "content": turn.text})
             msgs.append(_observation_message(turn.observation) if turn.observation else {"role": "user", "content": CONTINUE_PROMPT})
         if state.force_answer:
+            force = state.context.final_user_text or FORCE_ANSWER_PROMPT
             if msgs and msgs[-1]["role"] == "user" and msgs[-1]["content"] == CONTINUE_PROMPT:
-                msgs[-1] = {"role": "user", "content": FORCE_ANSWER_PROMPT}
+                msgs[-1] = {"role": "user", "content": force}
             else:
-                msgs.append({"role": "user", "content": FORCE_ANSWER_PROMPT})
+                msgs.append({"role": "user", "content": force})
         return msgs, False, ""
     if style != "continue":
         raise ValueError(f"unknown prompt_style {style!r} (continue or plain)")

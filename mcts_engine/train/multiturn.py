@@ -30,15 +30,15 @@ Invariants and choices:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import ConfigError, MultiTurnConfig, from_dict
-from ..environment import MULTITURN_STOPS, observation_text, zoom
+from ..environment import MULTITURN_STOPS, crop_output_size, observation_text
+from ..protocol import final_turn, observation_template
 from ..environment import observe as environment_observe
-from ..grounding import ANSWER_OPEN, Frame, parse_step
+from ..grounding import Frame, parse_step
 from ..multiturn import Episode as TurnRecord
 from ..multiturn import take_turn
 from ..teachers.base import Continuation
@@ -116,19 +116,10 @@ def row_settings(source: Any, mode: str, recipe: dict[str, Any], max_turns: int,
     return out
 
 
-@functools.lru_cache(maxsize=256)
-def _crop_size(width: int, height: int, offset: int, size: int) -> tuple[int, int]:
-    from PIL import Image
-
-    env = MultiTurnConfig(enabled=True, crop_offset=offset, crop_size=size, draw_dot=False)
-    crop, _ = zoom(Image.new("RGB", (width, height)), (0, 0), env)
-    return crop.size
-
-
 def crop_size(width: int, height: int, env: MultiTurnConfig) -> tuple[int, int]:
-    """(width, height) of every crop of a ``width`` × ``height`` frame: ``environment.zoom`` on a blank frame (the
-    size depends on neither the point nor the dot: the region is shifted, not shrunk, to stay inside the frame)."""
-    return _crop_size(int(width), int(height), int(env.crop_offset), int(env.crop_size))
+    """(width, height) of the crops of a ``width`` × ``height`` frame (``environment.crop_output_size``: every crop
+    with ``crop_border: shift`` or ``crop_shape: square``; the largest, uncut ones with ``clip``)."""
+    return crop_output_size(int(width), int(height), env)
 
 
 def crop_frames(source: Any, settings: dict[int, ZoomSettings]) -> list[tuple[int, int]]:
@@ -192,8 +183,8 @@ def worst_case_extra(processor: Any, frame: tuple[int, int], settings: ZoomSetti
     every turn but the last (text + crop image tokens), and the forced ``<answer>`` pre-fill."""
     w, h = frame
     cw, ch = crop_size(w, h, settings.env)
-    tail = observation_tail(processor, observation_text((max(w - 1, 0), max(h - 1, 0))))
-    text_tokens = len(processor.tokenizer.encode(tail + ANSWER_OPEN, add_special_tokens=False))
+    tail = observation_tail(processor, observation_text((max(w - 1, 0), max(h - 1, 0)), observation_template(settings.env)))
+    text_tokens = len(processor.tokenizer.encode(tail + final_turn(settings.env)[0], add_special_tokens=False))
     obs = text_tokens - 1 + image_tokens(processor, cw, ch)[0]
     return settings.max_turns * max_new_tokens + (settings.max_turns - 1) * obs + text_tokens
 
@@ -250,7 +241,7 @@ class ZoomEnvironment:
         task = self.tasks[ep.prompt_index]
         if task is None or task.settings.max_turns > 1:
             return None
-        return prefill(self.processor, ANSWER_OPEN)
+        return prefill(self.processor, final_turn(task.settings.env)[0])
 
     def observe(self, ep: Episode, turn_text: str) -> Observation | None:
         task = self.tasks[ep.prompt_index]
@@ -268,7 +259,7 @@ class ZoomEnvironment:
         forced_next = len(ep.turns) == task.settings.max_turns - 1
         last = [s for s in ep.segments if s.trainable][-1].ids
         closed = bool(last) and last[-1] == self.ids.end
-        return encode_observation(self.processor, result.text, result.crop, closed, ANSWER_OPEN if forced_next else "")
+        return encode_observation(self.processor, result.text, result.crop, closed, final_turn(task.settings.env)[0] if forced_next else "")
 
 
 # ------------------------------------------------------------------------------------------------
