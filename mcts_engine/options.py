@@ -4,10 +4,11 @@ Every loader that reads options out of a question (ViGoRL JSONL, V*'s ``text``, 
 whether a question already lists its options) calls :func:`parse_options`. Recognised layouts, tried in
 this order (the first that yields at least two options wins):
 
-1. Lettered lines — ``(A) x``, ``A. x`` or ``A) x``, one per line, letters consecutive from ``A``;
+1. Lettered lines — ``(A) x``, ``A. x``, ``A) x`` or ``A: x``, one per line, letters consecutive from ``A``;
    an ``Options:`` / ``Choices:`` / ``Answer Choices:`` heading line above them is part of the block.
 2. A heading — ``Options:``, ``Choices:``, ``Answer Choices:`` (any case) — followed on its line by
-   inline ``A. x B. y`` / ``A) x B) y`` items, or by a list separated by commas, semicolons or "or"
+   inline ``A. x B. y`` / ``A) x B) y`` items, by a bracketed list of quoted items (``Choices: ['left',
+   'right']``, as Python or JSON writes it), or by a list separated by commas, semicolons or "or"
    (``Choices: left, right``); or followed by bullet lines (``- x``, ``* x``, ``• x``).
 3. Inline parenthesised letters anywhere — ``Where? (A) left (B) right``.
 4. Inline ``A. x B. y`` / ``A) x B) y`` at the start of a line (without a heading a letter followed
@@ -20,13 +21,15 @@ ends there. Fewer than two options means "no options" (``[]``): a lone ``(A)`` i
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
 _HEADING = r"(?:answer\s+)?(?:options|choices)\s*:"
 _HEADING_LINE = re.compile(rf"^\s*{_HEADING}\s*$", re.I)
 _HEADING_ANY = re.compile(rf"(?<![\w])({_HEADING})[ \t]*(.*)$", re.I | re.M)
-_LETTER_LINE = re.compile(r"^\s*(?:\(([A-Z])\)|([A-Z])[.)])\s+(\S.*?)\s*$")
+_LETTER_LINE = re.compile(r"^\s*(?:\(([A-Z])\)|([A-Z])[.):])\s+(\S.*?)\s*$")
+_BRACKETED = re.compile(r"\s*(\[.*?\])", re.S)
 _PAREN_MARK = re.compile(r"\(([A-Z])\)[ \t]*")
 _DOT_MARK = re.compile(r"(?:(?<=\s)|^)([A-Z])[.)][ \t]+", re.M)
 _BULLET_LINE = re.compile(r"^\s*[-*•]\s+(\S.*?)\s*$")
@@ -105,16 +108,37 @@ def _inline(text: str, marks: re.Pattern[str], line_start_only: bool) -> OptionB
     return None
 
 
+def _bracketed(text: str) -> list[str] | None:
+    """A list literal at the start of ``text`` (``['left', 'right']``; it may span lines), as its items."""
+    m = _BRACKETED.match(text)
+    if not m:
+        return None
+    try:
+        value = ast.literal_eval(m.group(1))
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(value, (list, tuple)) and len(value) >= 2 and all(isinstance(v, (str, int, float)) for v in value):
+        items = [_clean(str(v)) for v in value]
+        return items if all(items) else None
+    return None
+
+
 def _after_heading(text: str) -> OptionBlock | None:
     for m in _HEADING_ANY.finditer(text):
         rest = m.group(2)
         if rest.strip():
             tail = text[m.start(2) :]  # lettered items right after the heading (they may go on below)
+            listed = _bracketed(tail)
+            if listed is not None:
+                return OptionBlock(listed, m.start(1))
             for marks in (_DOT_MARK, _PAREN_MARK):
                 inline = _inline(tail, marks, line_start_only=False)
                 if inline is not None and inline.start == 0:
                     return OptionBlock(inline.options, m.start(1))
-            parts = [_clean(p) for p in _LIST_SPLIT.split(rest)]
+            body = rest.strip()
+            if body.startswith("[") and body.endswith("]"):  # an unquoted bracketed list: [x, y]
+                body = body[1:-1]
+            parts = [_clean(p) for p in _LIST_SPLIT.split(body)]
             parts = [p for p in parts if p]
             if len(parts) >= 2:
                 return OptionBlock(parts, m.start(1))

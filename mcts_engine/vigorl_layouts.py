@@ -29,7 +29,6 @@ silently rescored. Everything else is ``samples.load_jsonl``'s (errors name file
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -40,8 +39,6 @@ from .config import InputConfig
 from .samples import Sample, SampleError, load_jsonl, split_options
 from .verifiers import resolve_choice
 
-_LINE_LETTERED = re.compile(r"^\s*\(?([A-Z])[\.\):]\s+(.+?)\s*$", re.M)
-_LIST_LINE = re.compile(r"(?:answer\s+choices|choices|options)\s*:\s*(\[.*?\])", re.I | re.S)
 _BOX = re.compile(r"^\s*[\(\[]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*[\)\]]\s*$")
 _BLINK_ID = re.compile(r"^(?:val|test)_(.+)_\d+$")
 _VSTAR_CATEGORIES = ("direct_attributes", "relative_position")
@@ -55,22 +52,8 @@ def is_vigorl_row(row: dict[str, Any] | None) -> bool:
 
 
 def parse_options(query: str) -> list[str]:
-    """The options a query lists (see the module docstring); [] when it lists none."""
-    opts = split_options(query)
-    if opts and not any(o.startswith("[") for o in opts):
-        return opts
-    m = _LIST_LINE.search(query)
-    if m:
-        try:
-            value = ast.literal_eval(m.group(1))
-        except (ValueError, SyntaxError):
-            value = None
-        if isinstance(value, (list, tuple)) and len(value) >= 2 and all(isinstance(v, (str, int, float)) for v in value):
-            return [str(v).strip() for v in value]
-    lines = _LINE_LETTERED.findall(query)
-    if len(lines) >= 2 and [letter for letter, _ in lines] == [chr(ord("A") + i) for i in range(len(lines))]:
-        return [text.strip() for _, text in lines]
-    return opts
+    """The options a query lists, in any layout the one option parser knows (``mcts_engine.options``)."""
+    return split_options(query)
 
 
 def benchmark_of(path: Path) -> str:

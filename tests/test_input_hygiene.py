@@ -82,6 +82,10 @@ def one_line_error(res, *needles: str) -> str:
         ("Where? choices: up; down.", ["up", "down"], "Where?"),
         ("Which colour?\nOptions:\n- red\n- blue", ["red", "blue"], "Which colour?"),
         ("Which? (A) left (of the box) (B) right", ["left (of the box)", "right"], "Which?"),
+        ("Which side?\nA: left\nB: right", ["left", "right"], "Which side?"),
+        ("Which side? Choices: ['left', 'right']", ["left", "right"], "Which side?"),
+        ('Which side?\nAnswer choices: ["left of the cup",\n "right of it"]', ["left of the cup", "right of it"], "Which side?"),
+        ("Which? Options: [x, y]", ["x", "y"], "Which?"),  # unquoted: read as the comma list inside
         # not options
         ("Is it left or right?", [], "Is it left or right?"),
         ("Where? (A) only one", [], "Where? (A) only one"),
