@@ -261,3 +261,24 @@ def test_socks_proxy_with_the_extra(monkeypatch):
         connects, reply = asyncio.run(go())
         assert srv.stats.chat_requests == 1
     assert len(reply.choices) == 1 and ("teacher.internal", srv.port) in connects
+
+
+def test_check_lists_models_through_the_openai_sdk(monkeypatch):
+    """check() asks the SDK (client.models.list) once per server, with the transport's credentials."""
+    import openai
+
+    made = []
+    real = openai.AsyncOpenAI
+
+    def spy(**kw):
+        made.append(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", spy)
+    with StubServer() as a, StubServer() as b:
+        t = _teacher(f"{_with_user(a.url)},{b.url}")
+        asyncio.run(_use(t))
+    assert [kw["base_url"] for kw in made] == [a.url, b.url]
+    assert made[0]["default_headers"]["Authorization"].startswith("Basic ")
+    assert made[1]["default_headers"]["Authorization"].startswith("Bearer ")
+    assert all(kw["max_retries"] == 0 for kw in made)

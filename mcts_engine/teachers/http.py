@@ -147,6 +147,16 @@ class HTTPTransport:
         self._sessions: list[aiohttp.ClientSession] = []  # per server: the session that reaches it
         self._own: list[aiohttp.ClientSession] = []  # distinct sessions (closed by aclose)
 
+    def route(self, i: int) -> tuple[ssl.SSLContext | bool, str | None, str | None]:
+        """Server ``i``'s TLS verification, HTTP proxy URL (with its credentials) and SOCKS proxy: what a second
+        client (the ``openai`` SDK's, for ``check()``) needs to reach it the way the requests do."""
+        kw = self._kw[i]
+        proxy = None
+        if kw.get("proxy"):
+            auth = kw.get("proxy_auth")
+            proxy = str(URL(kw["proxy"]).with_user(auth.login).with_password(auth.password)) if auth else kw["proxy"]
+        return (self._ssl if self._ssl is not None else True), proxy, self._socks[i]
+
     def _bind(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is loop:

@@ -276,29 +276,69 @@ class OpenAITeacher:
     async def check(self) -> None:
         """List the models of every server; raise :class:`TeacherUnavailable` (one line) if one cannot serve.
 
-        One attempt per server (a ``GET /models`` through the same transport as the requests), bounded by
-        ``min(timeout_s, 30)`` seconds."""
+        Through the ``openai`` SDK (``client.models.list()``, no retries, ``min(timeout_s, 30)`` seconds) on its
+        aiohttp client, given the same TLS context, proxy and credentials as the requests' transport. A server
+        behind a SOCKS proxy (which the SDK's client does not speak) is checked with one ``GET /models`` through
+        the requests' own transport."""
         http = self._ensure()
         for i, url in enumerate(self.urls):
-            try:
-                status, _, content = await http.get(i, "/models", CHECK_TIMEOUT_S)
-            except RequestFailed as exc:
-                reason = "timed out" if exc.kind == "timeout" else str(exc).split(": ", 1)[-1]
-                raise TeacherUnavailable(f"cannot reach teacher at {url}: {reason}") from None
-            if status in (401, 403):
-                raise TeacherUnavailable(f"teacher at {url} refused the API key (HTTP {status}); set ${self.cfg.api_key_env}")
-            if status >= 400:
-                msg = error_message(content)
-                raise TeacherUnavailable(f"teacher at {url} answered GET /models with HTTP {status}" + (f": {msg}" if msg else ""))
-            try:
-                served = [str(m["id"]) for m in json.loads(content)["data"]]
-            except (ValueError, KeyError, TypeError):
-                raise TeacherUnavailable(f"teacher at {url}: GET /models is not an OpenAI model list") from None
+            verify, proxy, socks = http.route(i)
+            if socks:
+                served = await self._models_direct(http, i, url)
+            else:
+                served = await self._models_sdk(i, url, verify, proxy)
             if self.cfg.model not in served:
                 listed = ", ".join(served[:10]) + (" …" if len(served) > 10 else "") if served else "none"
                 raise TeacherUnavailable(
                     f"model {self.cfg.model!r} is not served at {url} (served: {listed}); pass --model with one of these"
                 )
+
+    async def _models_sdk(self, i: int, url: str, verify: Any, proxy: str | None) -> list[str]:
+        import openai
+
+        timeout = min(self.cfg.timeout_s, CHECK_TIMEOUT_S)
+        http_client = openai.DefaultAioHttpClient(verify=verify, proxy=proxy, trust_env=False, timeout=timeout)
+        client = openai.AsyncOpenAI(
+            base_url=url, api_key="unused", max_retries=0, timeout=timeout, http_client=http_client,
+            default_headers={"Authorization": self._headers[i]["Authorization"], "User-Agent": "mcts-engine"},
+        )
+        try:
+            return [str(m.id) async for m in client.models.list()]
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise TeacherUnavailable(
+                f"teacher at {url} refused the API key (HTTP {exc.status_code}); set ${self.cfg.api_key_env}"
+            ) from None
+        except openai.APIStatusError as exc:
+            msg = error_message(exc.response.content)
+            raise TeacherUnavailable(
+                f"teacher at {url} answered GET /models with HTTP {exc.status_code}" + (f": {msg}" if msg else "")
+            ) from None
+        except openai.APIConnectionError as exc:  # APITimeoutError included: the innermost cause says which
+            cause: BaseException = exc
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            reason = "timed out" if isinstance(cause, TimeoutError) or not str(cause) else one_line(cause)
+            raise TeacherUnavailable(f"cannot reach teacher at {url}: {reason}") from None
+        except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError):
+            raise TeacherUnavailable(f"teacher at {url}: GET /models is not an OpenAI model list") from None
+        finally:
+            await client.close()
+
+    async def _models_direct(self, http: HTTPTransport, i: int, url: str) -> list[str]:
+        try:
+            status, _, content = await http.get(i, "/models", CHECK_TIMEOUT_S)
+        except RequestFailed as exc:
+            reason = "timed out" if exc.kind == "timeout" else str(exc).split(": ", 1)[-1]
+            raise TeacherUnavailable(f"cannot reach teacher at {url}: {reason}") from None
+        if status in (401, 403):
+            raise TeacherUnavailable(f"teacher at {url} refused the API key (HTTP {status}); set ${self.cfg.api_key_env}")
+        if status >= 400:
+            msg = error_message(content)
+            raise TeacherUnavailable(f"teacher at {url} answered GET /models with HTTP {status}" + (f": {msg}" if msg else ""))
+        try:
+            return [str(m["id"]) for m in json.loads(content)["data"]]
+        except (ValueError, KeyError, TypeError):
+            raise TeacherUnavailable(f"teacher at {url}: GET /models is not an OpenAI model list") from None
 
     async def aclose(self) -> None:
         self._loop = None
