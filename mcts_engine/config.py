@@ -88,6 +88,8 @@ class SearchConfig:
     # a sibling step within it of another sibling merges into it; 0 = only exact repeats
     min_point_distance: float = 0.02
     rollouts_after_solved: int = -1  # rollouts per new child once the tree holds a correct path; -1 = rollouts
+    rollout_depth: int = 0  # steps a rollout may take before its answer is forced; 0 = up to max_depth
+    adaptive_rollouts: bool = False  # a new child under a node whose Q is below the root's gets one rollout
     max_consecutive_errors: int = 3  # failed requests in a row that end a tree early (it keeps what it found)
 
     def __post_init__(self) -> None:

@@ -236,6 +236,7 @@ def run_generate(
     if cfg.limit is not None:
         total = min(total, cfg.limit) if total is not None else cfg.limit
     own_teacher = teacher is None
+    cfg.teacher.logprobs = cfg.teacher.logprobs or cfg.search.selection == "puct"  # PUCT priors need them
     teacher = teacher or make_teacher(cfg.teacher, seed=cfg.seed)
 
     async def main() -> dict[str, Any]:

@@ -56,7 +56,7 @@ def test_all_correct_ranked_deduplicated_and_capped() -> None:
 
 def test_combined_strategies_never_repeat_a_text() -> None:
     t = rich_tree()
-    chains = lin(t, max_correct_per_sample=5, strategies="best,all_correct,backtrack").sft_chains()
+    chains = lin(t, max_correct_per_sample=5, max_backtrack_per_sample=1, strategies="best,all_correct,backtrack").sft_chains()
     texts = [c.text for c in chains]
     assert len(texts) == len(set(texts))
     assert [c.strategy for c in chains] == ["best", "all_correct", "backtrack"]
@@ -163,7 +163,7 @@ def test_point_text_is_added_when_thought_lacks_it() -> None:
 
 def test_backtrack_chain_shares_prefix_once() -> None:
     t = rich_tree()
-    chains = lin(t).backtrack_chains()
+    chains = lin(t, max_backtrack_per_sample=1).backtrack_chains()
     assert len(chains) == 1
     c = chains[0]
     # wrong path A→C (shares A with the best path A→B): A, C, sentence, B

@@ -372,16 +372,26 @@ class TreeSearch:
         if jobs:
             await _gather_all(*jobs)
 
-    def _rollout_count(self) -> int:
+    def _rollout_count(self, child: Node) -> int:
+        k = self.cfg.rollouts
         if self.cfg.rollouts_after_solved >= 0 and self.tree.solved:
-            return self.cfg.rollouts_after_solved
-        return self.cfg.rollouts
+            k = self.cfg.rollouts_after_solved
+        if self.cfg.adaptive_rollouts and child.parent is not None:
+            parent = self.tree.nodes[child.parent]
+            if parent.visits and self.tree.root.visits and parent.q < self.tree.root.q:
+                k = min(k, 1)
+        return k
+
+    def _forced_rollout(self, start: Node, node: Node) -> bool:
+        """The rollout from ``start`` must answer after ``node``: the tree's depth limit, or ``rollout_depth``."""
+        depth = self.cfg.rollout_depth
+        return self._forced(node) or (depth > 0 and node.depth - start.depth + 1 >= depth)
 
     async def _rollouts(self, child: Node) -> None:
-        k = self._rollout_count()
+        k = self._rollout_count(child)
         if k <= 0:
             return
-        forced = self._forced(child)
+        forced = self._forced_rollout(child, child)
         child.pending += 1  # its rollouts are evaluations in flight: virtual loss keeps others away
         try:
             try:
@@ -419,7 +429,7 @@ class TreeSearch:
                 backup(self.tree, node, node.exact or 0.0)
                 return
             parent, node = node, None
-            forced = self._forced(parent)
+            forced = self._forced_rollout(start, parent)
 
     # --- the whole search ------------------------------------------------------------------
     def _why_stop(self) -> str | None:

@@ -60,8 +60,9 @@ class StubConfig:
     report_stop_reason: bool = True  # vLLM reports the matched stop string; OpenAI does not
     drop_keepalive: bool = False  # close each connection after answering, without saying so (stale keep-alive)
     keep_bodies: bool = False  # keep each parsed request body in the records (tests)
-    # replies(body, index, rng) -> full text of choice ``index`` (closing tag included); None = scripted
-    replies: Callable[[dict[str, Any], int, random.Random], str] | None = None
+    # replies(body, index, rng) -> full text of choice ``index`` (closing tag included), or (text, mean token
+    # log-prob | None): sent as OpenAI-format ``logprobs`` when the request asks (``truth_model.py``); None = scripted
+    replies: Callable[[dict[str, Any], int, random.Random], str | tuple[str, float | None]] | None = None
 
 
 @dataclass
@@ -202,6 +203,14 @@ def finish_text(text: str, stops: list[str], max_tokens: int | None) -> tuple[st
     if max_tokens is not None and tokens > max_tokens:
         return out[: max_tokens * 4], "length", None, max_tokens
     return out, "stop", reason, tokens
+
+
+def token_logprobs(text: str, mean: float | None) -> dict[str, Any] | None:
+    """OpenAI chat ``logprobs``: one entry per ≈ 4-character token of ``text``, each ``mean``."""
+    if mean is None:
+        return None
+    toks = [text[i : i + 4] for i in range(0, len(text), 4)] or [""]
+    return {"content": [{"token": t, "logprob": mean, "bytes": list(t.encode()), "top_logprobs": []} for t in toks]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,7 +437,9 @@ class StubServer:
             return _error(400, "messages must be a non-empty list")
         rng = random.Random(f"{cfg.seed}:{index}")
         view = read_prompt(body)
-        texts = [cfg.replies(body, i, rng) if cfg.replies else scripted_reply(view, i, rng) for i in range(n)]
+        outs = [cfg.replies(body, i, rng) if cfg.replies else scripted_reply(view, i, rng) for i in range(n)]
+        texts = [o[0] if isinstance(o, tuple) else o for o in outs]
+        means = [o[1] if isinstance(o, tuple) and body.get("logprobs") else None for o in outs]
         if cfg.latency_s > 0:
             await asyncio.gather(*(self._decode(rng.uniform(1 - cfg.jitter, 1 + cfg.jitter) * cfg.latency_s) for _ in range(n)))
         stop = body.get("stop") or []
@@ -441,7 +452,7 @@ class StubServer:
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": out, "tool_calls": []},
-                    "logprobs": None,
+                    "logprobs": token_logprobs(out, means[i]),
                     "finish_reason": finish,
                     "stop_reason": stop_reason,
                 }
