@@ -70,8 +70,8 @@ def test_files_and_summary(trl_export) -> None:
     assert "unknown task 'no_such_task'" in reasons
     assert summary["kind_skips"]["sft"] == {"no verified-correct valid path": 1}
     assert res.samples_exported == 7
-    # 6 solved samples x (best + 1 more correct + 2 backtracks: the default max_backtrack_per_sample)
-    assert res.strategies == {"best": 6, "all_correct": 6, "backtrack": 12}
+    # 6 solved samples x (best + 1 more correct + 1 backtrack)
+    assert res.strategies == {"best": 6, "all_correct": 6, "backtrack": 6}
     assert res.rows["sft_train.parquet"] + res.rows["sft_val.parquet"] == 18
     assert res.rows["grpo_train.parquet"] + res.rows["grpo_val.parquet"] == 7
 

@@ -79,7 +79,7 @@ class ExportConfig:
     strategies: str = "all_correct,backtrack"  # SFT chains, comma-separated subset of best,all_correct,backtrack
     max_chains_per_sample: int = 8  # cap for all_correct (distinct correct chains per sample)
     max_correct_per_sample: int | None = None  # the former name of max_chains_per_sample (still accepted)
-    max_backtrack_per_sample: int = 2  # backtrack chains per sample (one wrong path each, distinct branches first)
+    max_backtrack_per_sample: int = 1  # backtrack chains per sample (one wrong path each, distinct wrong branches first)
     min_steps: int = 1  # grounded steps a positive chain needs (0 allows a bare answer)
     allow_repeated_points: bool = False  # a path that revisits an (x, y) is invalid (the search's rule)
     reverify: bool = True  # re-score every leaf with the task's verifier (the stored flag otherwise)
