@@ -80,9 +80,10 @@ class SearchConfig:
     early_stop: str = "none"  # none | solved (a verified-correct leaf) | enough (target_correct + one wrong path)
     require_point: bool = True  # a thought step must name an (x, y) point
     step_retries: int = 2  # a rollout step rejected (bad point/format) is re-asked this many times
-    # selection rule (docs/search.md): uct = Q + c*sqrt(ln(N_parent+1)/(N_child+1)); puct = Q +
-    # c*P*sqrt(N_parent)/(1+N_child) with P from the teacher's log-probs (generate then asks for them)
-    selection: str = "uct"
+    # selection rule (docs/search.md): puct = Q + c_puct*P*sqrt(N_parent)/(1+N_child), P from the teacher's
+    # log-probs (generate asks for them; uniform when the server gives none); uct = the reference's rule above
+    selection: str = "puct"
+    puct_exploration: float = 1.0  # c_puct (exploration is UCT's c)
     target_correct: int = 4  # early_stop=enough: distinct verified-correct paths a tree needs
     # a step within this distance (fraction of the frame's diagonal) of a point on its path is a repeat;
     # a sibling step within it of another sibling merges into it; 0 = only exact repeats
@@ -99,6 +100,8 @@ class SearchConfig:
                 raise ConfigError(f"search.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if not 0.0 <= self.min_point_distance < 1.0:
             raise ConfigError(f"search.min_point_distance: {self.min_point_distance} is not within [0, 1)")
+        if self.puct_exploration < 0 or self.exploration < 0:
+            raise ConfigError("search.exploration and search.puct_exploration must be >= 0")
         if self.target_correct < 1:
             raise ConfigError(f"search.target_correct: {self.target_correct} must be >= 1")
         if self.max_consecutive_errors < 1:

@@ -20,7 +20,7 @@ setting, and this script reads the trees back. Per setting (sums over ``--seeds`
 server; each setting runs in a child process whose ``PYTHONPATH`` selects the engine.
 
     python scripts/bench_search.py --baseline /tmp/mcts-orig
-    python scripts/bench_search.py --p-key 0.1 --samples 48 --seeds 0 1 2 --settings solver enough
+    python scripts/bench_search.py --p-key 0.1 --samples 48 --seeds 0 1 2 --settings default enough "c2=search.puct_exploration=2"
     python scripts/bench_search.py --via inproc     # truth model in process (PUCT priors without HTTP)
 """
 
@@ -39,13 +39,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name -> --set overrides on top of the sat2 recipe (the new engine)
 SETTINGS: dict[str, list[str]] = {
-    "solver": ["search.early_stop=none"],
+    "default": [],  # this engine's defaults: PUCT (c_puct 1), solver, near-duplicate points, early_stop none
+    "uct": ["search.selection=uct"],  # the reference's UCT (c 2) with the solver and the point rules
     "solved": ["search.early_stop=solved"],
     "enough": ["search.early_stop=enough"],
     "enough16": ["search.early_stop=enough", "search.simulations=16"],
-    "enough16-r1": ["search.early_stop=enough", "search.simulations=16", "search.rollouts_after_solved=1"],
-    "puct16": ["search.early_stop=enough", "search.simulations=16", "search.selection=puct"],
-    "nodedup": ["search.early_stop=none", "search.min_point_distance=0"],
+    "adaptive": ["search.adaptive_rollouts=true"],
+    "after-solved-1": ["search.rollouts_after_solved=1"],
+    "exact-repeats": ["search.min_point_distance=0"],
 }
 
 
@@ -205,7 +206,7 @@ def main() -> None:
     ap.add_argument("--p-key", type=float, default=0.1)
     ap.add_argument("--p-good", type=float, default=0.85)
     ap.add_argument("--p-bad", type=float, default=0.35)
-    ap.add_argument("--settings", nargs="+", default=["solver", "enough", "enough16", "puct16"],
+    ap.add_argument("--settings", nargs="+", default=["default", "uct", "solved", "enough"],
                     help=f"named settings ({', '.join(SETTINGS)}) or NAME=key=v,key=v (overrides on the sat2 recipe)")
     ap.add_argument("--baseline", type=Path, default=None, help="engine source dir for the 'today' row")
     ap.add_argument("--via", choices=("http", "inproc"), default="http", help="inproc: truth model in process")

@@ -76,7 +76,7 @@ def test_puct_formula_and_prior_driven_choice() -> None:
 def test_search_keeps_logprobs_on_nodes_and_follows_the_priors() -> None:
     lp = {"a": -0.1, "b": -3.0, "c": -3.0}
     teacher = LogprobTeacher(three_points, lambda text: lp.get(text.split()[1], -1.0) * 5)
-    tree, search = run_search(teacher, simulations=2, children=3, rollouts=0, selection="puct", exploration=1.0,
+    tree, search = run_search(teacher, simulations=2, children=3, rollouts=0, selection="puct", puct_exploration=1.0,
                               parallel_simulations=1)
     kids = [tree.nodes[c] for c in tree.root.children]
     assert [k.logprob for k in kids] == [-0.5, -15.0, -15.0]

@@ -1,10 +1,10 @@
 """Monte Carlo Tree Search over grounded steps: selection, expansion, rollouts, backup.
 
 One simulation:
-1. **Select** from the root by UCT or PUCT (``search.selection``; formulas, priors, virtual loss and
-   the MCTS-Solver rules in :mod:`.select`), descending only through *open* nodes: a judged answer
-   leaf is closed, and so is a fully expanded node whose children are all closed. A closed root
-   ends the search.
+1. **Select** from the root by PUCT (default; ``puct_exploration``) or UCT (``exploration``), per
+   ``search.selection`` (formulas, priors, virtual loss and the MCTS-Solver rules in :mod:`.select`),
+   descending only through *open* nodes: a judged answer leaf is closed, and so is a fully expanded
+   node whose children are all closed. A closed root ends the search.
 2. **Expand** the leaf: ONE request asks for ``children − len(existing children)`` continuations
    (rollout steps already under the node count towards its children). At depth ``max_depth − 1`` the
    request forces a final answer.
@@ -84,7 +84,8 @@ def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str 
 
 def select_path(tree: Tree, cfg: SearchConfig) -> list[Node]:
     """Root → leaf to work on (see :func:`.select.select_path`)."""
-    return select.select_path(tree, cfg.children, cfg.exploration, cfg.virtual_loss, cfg.selection)
+    c = cfg.puct_exploration if cfg.selection == "puct" else cfg.exploration
+    return select.select_path(tree, cfg.children, c, cfg.virtual_loss, cfg.selection)
 
 
 def min_distance(tree: Tree, fraction: float) -> float:
