@@ -10,7 +10,8 @@ setting, and this script reads the trees back. Per setting (sums over ``--seeds`
 
 - ``solved``: samples with a verified-correct leaf;
 - ``grounded``: samples with a *grounded* correct path (a correct path that visited the key box);
-- ``correct``: distinct correct paths (distinct point sequence + answer), summed over samples;
+- ``correct``: distinct correct paths, summed over samples (one walk = same answer and the same number of
+  points, each within 2 % of the frame's diagonal of the other's: near-copies count once, for every engine);
 - ``g/1k``: distinct grounded correct paths per 1,000 generated choices (the yield);
 - ``choices/s``: choices generated per sample; ``chains/s``: SFT chains the engine's own exporter gives
   per sample with its default export config.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -95,14 +97,24 @@ def _in(p: list | tuple, box: tuple[float, float, float, float]) -> bool:
     return box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]
 
 
-def score_record(rec: dict) -> dict:
-    """Solved, grounded, distinct (grounded) correct paths and choices of one tree record."""
+def same_walk(a: tuple, b: tuple, dist: float) -> bool:
+    """Two correct paths are one walk: same answer, same number of points, each within ``dist``."""
+    return a[1] == b[1] and len(a[0]) == len(b[0]) and all(
+        math.hypot(p[0] - q[0], p[1] - q[1]) <= dist for p, q in zip(a[0], b[0]))
+
+
+def score_record(rec: dict, near: float = 0.02) -> dict:
+    """Solved, grounded, distinct (grounded) correct paths and choices of one tree record. Paths are
+    distinct unless they are one walk up to ``near`` × the frame's diagonal (near-copies such as
+    (599, 191) → (602, 191) count once), whatever engine wrote the record."""
     frame = rec["frame"]
     sx, sy = frame["width"] / frame["orig_width"], frame["height"] / frame["orig_height"]
     b = rec["sample"]["boxes"][0]["bbox"]  # the truth model's key box: the first annotated box
     box = (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy)
     nodes = rec["nodes"]
-    correct, grounded = set(), set()
+    dist = near * math.hypot(frame["width"], frame["height"])
+    correct: list[tuple] = []
+    grounded: list[tuple] = []
     for n in nodes:
         if n.get("kind") != "answer" or not n.get("correct"):
             continue
@@ -112,9 +124,11 @@ def score_record(rec: dict) -> dict:
                 pts.append(tuple(cur["point"]))
             cur = nodes[cur["parent"]]
         key = (tuple(reversed(pts)), str(n.get("answer") or "").strip().lower())
-        correct.add(key)
+        if any(same_walk(key, k, dist) for k in correct):
+            continue
+        correct.append(key)
         if any(_in(p, box) for p in pts):
-            grounded.add(key)
+            grounded.append(key)
     st = rec.get("stats", {})
     return {"solved": bool(correct), "grounded": bool(grounded), "correct": len(correct), "g_paths": len(grounded),
             "choices": int(st.get("choices", 0)), "errors": int(st.get("errors", 0)),

@@ -208,3 +208,36 @@ def test_a_tree_handed_over_with_nodes_continues_its_budgets() -> None:
     asyncio.run(second.run())
     assert again.stats["simulations"] == 5 and again.stats["calls"] > calls and len(again.nodes) > nodes
     assert again.nodes[:nodes] and [n.text for n in again.nodes[:nodes]] == [n.text for n in tree.nodes[:nodes]]
+
+
+# ------------------------------------------------------------------------------------ rollout economy
+
+
+def test_rollout_depth_forces_the_rollout_answer_after_that_many_steps() -> None:
+    def never_answers(state, i, k):
+        if state.force_answer:
+            return "<answer> left </answer>"
+        return f"<think> step ({(13 * k + 5 * i) % 270}, {(7 * k + 3 * i) % 220}). </think>"
+
+    teacher = ScriptedTeacher(never_answers)
+    tree, _ = run_search(teacher, simulations=1, children=1, rollouts=1, rollout_depth=2, max_depth=10)
+    # root → child (depth 1) → rollout step (depth 2) → forced answer (depth 3)
+    assert [c for c in teacher.calls] == [(0, 1, False), (1, 1, False), (2, 1, True)]
+    assert max(n.depth for n in tree.nodes) == 3 and tree.nodes[-1].forced
+
+
+def test_rollouts_after_solved_and_adaptive_rollouts_change_the_rollout_count() -> None:
+    ctx = make_ctx()
+    tree = hand_tree()  # solved: `left` under a
+    a, b = tree.nodes[1], tree.nodes[4]
+    search = TreeSearch(tree, PromptState(ctx), ScriptedTeacher(distinct_steps),
+                        SearchConfig(rollouts=3, rollouts_after_solved=1), lambda x: ctx.task.verify(x, ctx.truth))
+    assert search._rollout_count(b) == 1
+    search.cfg = SearchConfig(rollouts=3, adaptive_rollouts=True)
+    tree.root.visits, tree.root.value_sum = 4, 2.0  # root Q 0.5
+    a.visits, a.value_sum = 2, 0.0  # a child of `a` sits under a below-average node
+    child = tree.add(a, kind="think", point=(20, 20))
+    assert search._rollout_count(child) == 1
+    a.value_sum = 2.0
+    assert search._rollout_count(child) == 3
+    assert search._rollout_count(b) == 3  # under the root itself
