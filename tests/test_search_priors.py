@@ -12,10 +12,10 @@ import urllib.request
 
 import pytest
 
-from mcts_engine.config import SearchConfig, TeacherConfig
+from mcts_engine.config import TeacherConfig
 from mcts_engine.grounding import parse_step
 from mcts_engine.search import mcts
-from mcts_engine.search.mcts import TreeSearch, check_step
+from mcts_engine.search.mcts import check_step
 from mcts_engine.search.select import best_child, priors, puct
 from mcts_engine.search.tree import Tree
 from mcts_engine.teachers.base import Continuation, PromptState, TeacherReply

@@ -483,3 +483,7 @@ class TreeSearch:
         if len(self.tree.nodes) == 1 and self.counters.errors:
             raise TeacherError(f"teacher failed {self.counters.errors} times and gave nothing usable: {self.last_error}")
         return self.tree
+
+
+__all__ = ["TreeSearch", "SearchCounters", "BudgetExhausted", "backup", "best_child", "check_step", "min_distance",
+           "near", "notice_once", "puct", "select_path", "uct"]
