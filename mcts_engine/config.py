@@ -100,9 +100,35 @@ class SearchConfig:
     virtual_loss: float = 1.0  # pending visits added (with zero value) while a simulation is in flight
     trees_in_flight: int = 0  # 0 = derived from teacher.concurrency
     max_calls: int = 200  # teacher requests per sample (budget)
-    early_stop: str = "none"  # none | solved (stop once a verified-correct leaf exists)
+    early_stop: str = "none"  # none | solved (a verified-correct leaf) | enough (target_correct + one wrong path)
     require_point: bool = True  # a thought step must name an (x, y) point
     step_retries: int = 2  # a rollout step rejected (bad point/format) is re-asked this many times
+    # selection rule (docs/search.md): puct = Q + c_puct*P*sqrt(N_parent)/(1+N_child), P from the teacher's
+    # log-probs (generate asks for them; uniform when the server gives none); uct = the reference's rule above
+    selection: str = "puct"
+    puct_exploration: float = 1.0  # c_puct (exploration is UCT's c)
+    target_correct: int = 4  # early_stop=enough: distinct verified-correct paths a tree needs
+    # a step within this distance (fraction of the frame's diagonal) of a point on its path is a repeat;
+    # a sibling step within it of another sibling merges into it; 0 = only exact repeats
+    min_point_distance: float = 0.02
+    rollouts_after_solved: int = -1  # rollouts per new child once the tree holds a correct path; -1 = rollouts
+    rollout_depth: int = 0  # steps a rollout may take before its answer is forced; 0 = up to max_depth
+    adaptive_rollouts: bool = False  # a new child under a node whose Q is below the root's gets one rollout
+    max_consecutive_errors: int = 3  # failed requests in a row that end a tree early (it keeps what it found)
+
+    def __post_init__(self) -> None:
+        checks = {"selection": ("uct", "puct"), "early_stop": ("none", "solved", "enough")}
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"search.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not 0.0 <= self.min_point_distance < 1.0:
+            raise ConfigError(f"search.min_point_distance: {self.min_point_distance} is not within [0, 1)")
+        if self.puct_exploration < 0 or self.exploration < 0:
+            raise ConfigError("search.exploration and search.puct_exploration must be >= 0")
+        if self.target_correct < 1:
+            raise ConfigError(f"search.target_correct: {self.target_correct} must be >= 1")
+        if self.max_consecutive_errors < 1:
+            raise ConfigError(f"search.max_consecutive_errors: {self.max_consecutive_errors} must be >= 1")
 
 
 @dataclass
@@ -192,6 +218,14 @@ class RunConfig:
         check_choice(self.system_prompt, SYSTEM_PROMPT_SOURCES, "system_prompt", file_ok=True)
         if "{question}" not in self.user_text:
             check_choice(self.user_text, USER_TEXT_SOURCES, "user_text", file_ok=True)
+        self.derive()
+
+    def derive(self) -> RunConfig:
+        """Settings other settings imply (one rule each, applied when built and again before a run):
+        PUCT's priors are the teacher's log-probs, so ``search.selection: puct`` asks for them."""
+        if self.search.selection == "puct":
+            self.teacher.logprobs = True
+        return self
 
     # Keys left out of the hash while they hold their default (added after run directories existed: a run
     # made before them resumes; set to anything else, they change the hash)

@@ -191,6 +191,7 @@ def run_generate(
     samples = unique_samples(load_samples(data, cfg.image_root, cfg.task, cfg.inputs), cfg.limit)
     total = count_samples(data, cfg.limit)
     own_teacher = teacher is None
+    cfg.derive()  # a config changed after it was built: PUCT still gets its log-probs
     teacher = teacher or make_teacher(cfg.teacher, seed=cfg.seed)
 
     async def main() -> dict[str, Any]:

@@ -56,7 +56,7 @@ def test_all_correct_ranked_deduplicated_and_capped() -> None:
 
 def test_combined_strategies_never_repeat_a_text() -> None:
     t = rich_tree()
-    chains = lin(t, max_correct_per_sample=5, strategies="best,all_correct,backtrack").sft_chains()
+    chains = lin(t, max_correct_per_sample=5, max_backtrack_per_sample=1, strategies="best,all_correct,backtrack").sft_chains()
     texts = [c.text for c in chains]
     assert len(texts) == len(set(texts))
     assert [c.strategy for c in chains] == ["best", "all_correct", "backtrack"]
@@ -163,7 +163,7 @@ def test_point_text_is_added_when_thought_lacks_it() -> None:
 
 def test_backtrack_chain_shares_prefix_once() -> None:
     t = rich_tree()
-    chains = lin(t).backtrack_chains()
+    chains = lin(t, max_backtrack_per_sample=1).backtrack_chains()
     assert len(chains) == 1
     c = chains[0]
     # wrong path A→C (shares A with the best path A→B): A, C, sentence, B
@@ -261,3 +261,62 @@ def test_every_mentioned_point_must_be_in_frame() -> None:
     answer(t, a, "left", True)
     li = lin(t)
     assert li.best_chain() is None and li.skips.counts == {"path invalid: point outside the frame": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# Export uses what the search found: every distinct correct chain, backtracks from several branches
+# --------------------------------------------------------------------------------------------
+
+
+def many_correct_tree() -> Tree:
+    """root ─ six distinct correct walks, one rewording of the first walk, one walk repeated with
+    another answer casing; two wrong branches (X, Y)."""
+    t = bare_tree()
+    for i in range(6):
+        s = think(t, t.root, 20 + 30 * i, 30, value=1.0)
+        answer(t, s, "left", True)
+    # the first walk again, reworded: same points, same answer → a duplicate
+    again = think(t, t.root, 20, 30, text="Another look at the same spot (20, 30).", value=1.0)
+    answer(t, again, "Left", True)
+    x = think(t, t.root, 250, 150, value=0.0)
+    answer(t, x, "right", False)
+    y = think(t, t.root, 280, 100, value=0.0)
+    answer(t, y, "right", False)
+    return t
+
+
+def test_default_export_gives_every_distinct_correct_chain_deduplicated_by_points_and_text() -> None:
+    t = many_correct_tree()
+    cfg = ExportConfig()
+    assert cfg.strategy_list() == ["all_correct", "backtrack"] and cfg.max_chains_per_sample >= 4
+    li = Linearizer(t, cfg, verify_left, BT)
+    correct = li.all_correct_chains()
+    assert len(correct) == 6  # 7 correct paths, one of them a rewording of another walk
+    assert len({c.points for c in correct}) == 6
+    assert li.skips.counts.get("correct chain repeats another's points and answer") == 1
+    assert len(lin(t, max_chains_per_sample=4).all_correct_chains()) == 4
+
+
+def test_max_correct_per_sample_is_still_accepted_as_the_cap() -> None:
+    assert ExportConfig(max_correct_per_sample=3).max_chains_per_sample == 3
+    assert len(lin(many_correct_tree(), max_correct_per_sample=2).all_correct_chains()) == 2
+    with pytest.raises(ValueError, match="disagree"):
+        ExportConfig(max_correct_per_sample=3, max_chains_per_sample=5)
+
+
+def test_backtracks_come_from_different_wrong_branches_first() -> None:
+    t = bare_tree()
+    a = think(t, t.root, 50, 40, value=1.0, visits=3)
+    b = think(t, a, 120, 80, value=1.0)
+    answer(t, b, "left", True)
+    # two wrong leaves under the same wrong branch W1, one under W2
+    w1 = think(t, a, 200, 150, value=0.0, visits=2)
+    answer(t, w1, "right", False)
+    w1b = think(t, w1, 210, 20, value=0.0)
+    answer(t, w1b, "right", False)
+    w2 = think(t, t.root, 250, 30, value=0.5, visits=2)
+    answer(t, w2, "right", False)
+    chains = lin(t, max_backtrack_per_sample=2).backtrack_chains()
+    good = {n.id for n in t.path(b)}
+    branches = {next(n.id for n in t.path(t.nodes[c.wrong_leaf]) if n.id not in good) for c in chains}
+    assert len(chains) == 2 and branches == {w1.id, w2.id}  # not two chains from W1's two leaves

@@ -27,11 +27,11 @@ def export(
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of samples in *_val files (recipe default 0.05)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the train/val split (recipe default 0)."),
     strategy: Optional[str] = typer.Option(
-        None, "--strategy", help="SFT chains: comma-separated best,all_correct,backtrack (recipe default best,backtrack)."
+        None, "--strategy", help="SFT chains: comma-separated best,all_correct,backtrack (default all_correct,backtrack)."
     ),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Take the export: section from this recipe YAML."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="Write rows in a released model's protocol (vigorl): system message, first turn, observations and crops (docs/protocols.md)."),
-    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set export.max_correct_per_sample=8 or --set system_prompt=model."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set export.max_chains_per_sample=12 or --set system_prompt=model."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Where relative image paths resolve."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Export only the first N trees (N ≥ 1)."),
     allow_outside_root: bool = typer.Option(

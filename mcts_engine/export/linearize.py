@@ -5,9 +5,14 @@ What comes out of one tree:
 
 - SFT chains (:meth:`Linearizer.sft_chains`), by strategy:
   ``best``        the highest-value verified-correct path;
-  ``all_correct`` every distinct verified-correct path (deduplicated by target text, ranked, capped);
+  ``all_correct`` every distinct verified-correct path, ranked, up to ``max_chains_per_sample``; two
+                  chains are the same chain when their texts match OR they visit the same points in
+                  the same order and give the same answer (a rewording of one walk teaches nothing new);
   ``backtrack``   a verified-wrong path, the task's backtrack sentence, then the correct path from
-                  the point where the two diverge (a shared prefix is said once), all in one ``<think>``.
+                  the point where the two diverge (a shared prefix is said once), all in one ``<think>``;
+                  up to ``max_backtrack_per_sample``, one per wrong *branch* (the first node where the
+                  wrong path leaves the correct one) before a second from any branch.
+  The default, ``all_correct,backtrack``, exports everything distinct the search found.
 - DPO pairs (:meth:`Linearizer.dpo_pairs`): at a node with several children, a child whose subtree holds a
   verified-correct leaf against a sibling whose subtree holds a verified-wrong leaf, when their Q values
   differ by at least ``dpo_margin``. Both completions are full chains (shared prefix included).
@@ -71,9 +76,10 @@ Verify = Callable[[str | None], bool]
 class ExportConfig:
     """The recipe's ``export:`` section. Every knob has a documented default."""
 
-    strategies: str = "best,backtrack"  # SFT chains, comma-separated subset of best,all_correct,backtrack
-    max_correct_per_sample: int = 4  # cap for all_correct (distinct correct paths per sample)
-    max_backtrack_per_sample: int = 1  # backtrack chains per sample (one wrong path each)
+    strategies: str = "all_correct,backtrack"  # SFT chains, comma-separated subset of best,all_correct,backtrack
+    max_chains_per_sample: int = 8  # cap for all_correct (distinct correct chains per sample)
+    max_correct_per_sample: int | None = None  # the former name of max_chains_per_sample (still accepted)
+    max_backtrack_per_sample: int = 1  # backtrack chains per sample (one wrong path each, distinct wrong branches first)
     min_steps: int = 1  # grounded steps a positive chain needs (0 allows a bare answer)
     allow_repeated_points: bool = False  # a path that revisits an (x, y) is invalid (the search's rule)
     reverify: bool = True  # re-score every leaf with the task's verifier (the stored flag otherwise)
@@ -89,6 +95,14 @@ class ExportConfig:
     seed: int = 0  # the split's seed
     image_format: str = "auto"  # auto (a JPEG source stays JPEG, else PNG) | png | jpeg: how a resized image is stored
     jpeg_quality: int = 95
+
+    def __post_init__(self) -> None:
+        alias = self.max_correct_per_sample
+        if alias is not None:
+            if self.max_chains_per_sample not in (alias, ExportConfig.max_chains_per_sample):
+                raise ValueError(f"export.max_correct_per_sample ({alias}) and export.max_chains_per_sample "
+                                 f"({self.max_chains_per_sample}) disagree: set only max_chains_per_sample")
+            self.max_chains_per_sample = alias
 
     def strategy_list(self) -> list[str]:
         out = [s.strip().replace("-", "_") for s in self.strategies.split(",") if s.strip()]
@@ -107,7 +121,7 @@ class ExportConfig:
             raise ValueError(f"export.image_format: {self.image_format!r} (auto, png or jpeg)")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"export.jpeg_quality: {self.jpeg_quality} must be in [1, 100]")
-        for name in ("max_correct_per_sample", "max_backtrack_per_sample", "max_dpo_pairs_per_sample", "min_steps"):
+        for name in ("max_chains_per_sample", "max_backtrack_per_sample", "max_dpo_pairs_per_sample", "min_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"export.{name}: must be >= 0")
 
@@ -418,18 +432,20 @@ class Linearizer:
         return self._chain("best", ranked[0]) if ranked else None
 
     def _distinct_correct(self, make: Callable[[PathInfo], Any]) -> list[Any]:
-        """``make(path)`` for the ranked correct paths, each distinct text once, capped per sample."""
+        """``make(path)`` for the ranked correct paths, each distinct chain once (by text, and by point
+        sequence + answer), capped per sample."""
         out: list[Any] = []
-        seen: set[str] = set()
+        seen: set[Any] = set()
         for p in self.correct_paths():
-            c = make(p)
-            if c.text in seen:
-                self.skips.add("duplicate correct chain")
-                continue
-            seen.add(c.text)
-            out.append(c)
-            if len(out) >= self.cfg.max_correct_per_sample:
+            if len(out) >= self.cfg.max_chains_per_sample:
                 break
+            c = make(p)
+            walk = (tuple(c.points), c.answer.strip().lower())
+            if c.text in seen or walk in seen:
+                self.skips.add("duplicate correct chain" if c.text in seen else "correct chain repeats another's points and answer")
+                continue
+            seen.update((c.text, walk))
+            out.append(c)
         return out
 
     def all_correct_chains(self) -> list[Chain]:
@@ -458,7 +474,14 @@ class Linearizer:
             cands.append(((branch_q, -shared, w.leaf), w, shared))
         out: list[Any] = []
         seen: set[str] = set()
-        for _, w, shared in sorted(cands, key=lambda t: t[0]):
+        ranked_cands = sorted(cands, key=lambda t: t[0])
+        branches: set[int] = set()  # one chain per wrong branch first, then the rest in rank order
+        firsts, rest = [], []
+        for cand in ranked_cands:
+            branch = cand[1].nodes[cand[2]]
+            (rest if branch in branches else firsts).append(cand)
+            branches.add(branch)
+        for _, w, shared in firsts + rest:
             c = build(good, w, shared)
             if c is None or c.text in seen:
                 continue

@@ -25,9 +25,8 @@ unfinished rollout step is an ordinary unexpanded node, expanded when selection 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,23 +66,6 @@ def snapshot(tree: Tree, counters: SearchCounters, waiting: int = 0) -> dict[str
     stats["calls"] = max(0, int(stats.get("calls", 0)) - waiting)
     d["stats"] = stats
     return d
-
-
-def counters_from(stats: dict[str, Any]) -> SearchCounters:
-    """The search counters a checkpoint's ``stats`` recorded (every field of :class:`SearchCounters` it has)."""
-    c = SearchCounters()
-    for f in fields(SearchCounters):
-        if f.name not in stats:
-            continue
-        value = stats[f.name]
-        try:
-            if f.name == "rejected":
-                c.rejected = Counter({str(k): int(v) for k, v in dict(value or {}).items()})
-            else:
-                setattr(c, f.name, type(getattr(c, f.name))(value))
-        except (TypeError, ValueError):
-            continue  # a field a later version changed: it restarts from its default
-    return c
 
 
 def read_observation(run_dir: Path, record: dict[str, Any]) -> Observation | None:
@@ -157,8 +139,8 @@ def resume(record: dict[str, Any], root_state: PromptState, run_dir: Path | None
         raise ValueError(f"{tree.sample_id}: the sample's images changed since the checkpoint")
     loader = crop_loader(run_dir, observe) if ctx.multiturn else None
     states = rebuild_states(tree, root_state, loader)
-    return Resumed(tree=tree, states=states, counters=counters_from(tree.stats))
+    return Resumed(tree=tree, states=states, counters=SearchCounters.from_stats(tree.stats))
 
 
-__all__ = ["TrackedTeacher", "snapshot", "counters_from", "read_observation", "crop_loader", "rebuild_states",
+__all__ = ["TrackedTeacher", "snapshot", "read_observation", "crop_loader", "rebuild_states",
            "Resumed", "resume"]

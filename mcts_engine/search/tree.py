@@ -8,6 +8,10 @@ Invariants:
   along its path); ``Q = value_sum / visits``. Virtual loss lives only in memory (``pending``).
 - A node is ``expanded`` once a search asked for its children; rollout nodes start unexpanded, and
   their rollout child counts towards the node's ``children`` budget when it is expanded later.
+- ``logprob`` is the teacher's log-probability of the step (sum over its tokens), when the server gave
+  one (PUCT priors); records written before it existed simply have none.
+- ``closed``/``exact`` (MCTS-Solver, ``search.select``) are derived from the tree and live only in
+  memory, like ``pending``: ``Tree.from_dict`` recomputes them, so no record needs them.
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ class Node:
     finish_reason: str | None = None
     completion_tokens: int = 0
     forced: bool = False  # the answer was forced at max depth
+    logprob: float | None = None  # the teacher's log-prob of this step (sum over its tokens), if given
     pending: int = 0  # simulations in flight through this node (virtual loss; not serialized)
+    closed: bool = False  # MCTS-Solver: nothing left to learn below (not serialized; see search.select)
+    exact: float | None = None  # a closed node's exact value (not serialized)
 
     @property
     def terminal(self) -> bool:
@@ -76,6 +83,8 @@ class Node:
             d.update(answer=self.answer, reward=self.reward, correct=self.correct, verdict=self.verdict, forced=self.forced)
         if self.observation is not None:
             d["observation"] = self.observation
+        if self.logprob is not None:
+            d["logprob"] = self.logprob
         return d
 
     @classmethod
@@ -102,6 +111,7 @@ class Node:
             finish_reason=d.get("finish_reason"),
             completion_tokens=int(d.get("completion_tokens", 0)),
             forced=bool(d.get("forced", False)),
+            logprob=float(d["logprob"]) if d.get("logprob") is not None else None,
         )
 
 
@@ -196,4 +206,7 @@ class Tree:
                 raise ValueError(f"corrupt tree record {tree.sample_id}: node {i} has bad id/parent")
             if any(not 0 < c < len(tree.nodes) for c in n.children):
                 raise ValueError(f"corrupt tree record {tree.sample_id}: node {i} has a bad child index")
+        from .select import close_all  # the solver's flags are derived, never stored
+
+        close_all(tree)
         return tree

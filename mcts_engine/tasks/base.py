@@ -16,13 +16,20 @@ from ..grounding import Frame
 from ..samples import Sample
 from ..verifiers import Verdict
 
+# Asked of every step (search yield: a repeated or nearly identical point is rejected or merged by the
+# search, so a teacher that follows this wastes fewer samples; the checks stay as the safety net).
+DIVERSITY_RULE = (
+    "Each step must examine a region that no earlier step examined: never repeat a coordinate and never give "
+    "one close to an earlier step's coordinate; prefer a different part of the image that bears on the question."
+)
+
 # The step protocol, told to every grounded teacher. Tasks add their own answer instructions.
 STEP_RULES = (
     "Reason step by step, one step per reply. Each step looks at ONE region of the image and names its "
     "location as integer pixel coordinates (x, y) in the image you see, written as: "
     "<think> {what you observe in that region and why it matters} (x, y). </think> "
-    "Write exactly one step per reply and stop. When you are certain, reply instead with only the final "
-    "answer: <answer> {answer} </answer>"
+    "Write exactly one step per reply and stop. " + DIVERSITY_RULE + " When you are certain, reply instead "
+    "with only the final answer: <answer> {answer} </answer>"
 )
 
 # The multi-turn variant: every step ends in a zoom tool call; the environment answers with a crop.
@@ -31,8 +38,8 @@ MULTITURN_RULES = (
     "location as integer pixel coordinates (x, y) in the full image you were first shown, and asks to zoom "
     "in there: <think> {what you expect or observe there and why} (x, y). </think> then "
     '<tool_call> {"name": "search_coordinate", "arguments": {"coordinate": [x, y]}} </tool_call> '
-    "The next message shows the zoomed region inside <observation> </observation>. When you are certain, "
-    "reply instead with only the final answer: <answer> {answer} </answer>"
+    "The next message shows the zoomed region inside <observation> </observation>. " + DIVERSITY_RULE + " When "
+    "you are certain, reply instead with only the final answer: <answer> {answer} </answer>"
 )
 MULTITURN_STUDENT_RULES = (
     " Work in turns: each turn is one grounded thought with its (x, y) inside <think> </think>, followed by a "

@@ -6,6 +6,8 @@ frame) to write plausible grounded steps, and answers correctly with a tunable p
 with the number of distinct annotated regions the path has looked at (so search has a signal to find).
 Run configs record ``teacher.kind = sim``; it is never used in place of a real teacher silently.
 
+With ``teacher.logprobs`` it also gives each choice a log-prob (see ``_logprob``), for PUCT priors.
+
 Determinism: every request draws from an RNG keyed on (seed, sample id, the path's text, how many
 times that exact state was asked before), so a seeded run with zero latency is reproducible. Its
 replies depend on the order of requests within a tree, so it sets ``replays_in_order``: the search
@@ -88,14 +90,36 @@ class SimTeacher:
             return self._chain(state, rng)
         steps = len(state.turns)
         p_answer = 0.0 if steps == 0 else 1.0 / max(1.0, self.cfg.sim_mean_steps)
+        point: tuple[int, int] | None = None
         if state.force_answer or rng.random() < p_answer:
-            text = format_answer(self._answer(state, rng))
+            answer = self._answer(state, rng)
+            text = format_answer(answer)
         else:
+            answer = None
             thought, point = self._step(state, rng)
             text = format_step(thought)
             if state.context.multiturn:
                 text = f"{text}\n{format_tool_call(point)}"
-        return Continuation(text=text, finish_reason="stop", completion_tokens=max(1, len(text) // 4))
+        tokens = max(1, len(text) // 4)
+        logprob = self._logprob(state, answer, point) * tokens if self.cfg.logprobs else None
+        return Continuation(text=text, finish_reason="stop", completion_tokens=tokens, logprob=logprob)
+
+    def _logprob(self, state: PromptState, answer: str | None, point: tuple[int, int] | None) -> float:
+        """A mean token log-prob (``teacher.logprobs``), drawn from no RNG so a seeded run's replies stay
+        the same: a scripted teacher that is a little more confident in a step that looks at an annotated
+        region not yet visited, and in a right answer, than in anything else."""
+        ctx = state.context
+        if answer is not None:
+            right = ctx.task is not None and ctx.task.verify(answer, ctx.truth).score >= 1.0
+            return -0.45 if right else -0.6
+        visited = self._visited(state)
+        for b in ctx.hint_boxes:
+            x1, y1, x2, y2 = b["bbox"]
+            inside = point is not None and x1 <= point[0] <= x2 and y1 <= point[1] <= y2
+            seen = any(x1 <= vx <= x2 and y1 <= vy <= y2 for vx, vy in visited)
+            if inside and not seen:
+                return -0.35
+        return -0.9
 
     def _chain(self, state: PromptState, rng: random.Random) -> Continuation:
         """A one-shot reply (eval, single pass): a whole chain of grounded steps and the answer, in the

@@ -64,8 +64,9 @@ class StubConfig:
     report_stop_reason: bool = True  # vLLM reports the matched stop string; OpenAI does not
     drop_keepalive: bool = False  # close each connection after answering, without saying so (stale keep-alive)
     keep_bodies: bool = False  # keep each parsed request body in the records (tests)
-    # replies(body, index, rng) -> full text of choice ``index`` (closing tag included); None = scripted
-    replies: Callable[[dict[str, Any], int, random.Random], str] | None = None
+    # replies(body, index, rng) -> full text of choice ``index`` (closing tag included), or (text, mean token
+    # log-prob | None): sent as OpenAI-format ``logprobs`` when the request asks (``truth_model.py``); None = scripted
+    replies: Callable[[dict[str, Any], int, random.Random], str | tuple[str, float | None]] | None = None
 
 
 @dataclass
@@ -120,13 +121,6 @@ def scripted_reply(view: PromptView, index: int, rng: random.Random) -> str:
     return f"<think> Step {view.steps + 1}: I look at the region that matters for the question around ({x}, {y}). </think>"
 
 
-def token_logprobs(text: str, seed: str) -> dict[str, Any]:
-    """A chat-completion choice's ``logprobs`` as vLLM sends them when asked: one entry per token (here:
-    4 characters) with a seeded log-probability in (−2, 0]."""
-    rng = random.Random(seed)
-    return {"content": [{"token": text[k : k + 4], "logprob": -2.0 * rng.random()} for k in range(0, len(text), 4)]}
-
-
 def finish_text(text: str, stops: list[str], max_tokens: int | None) -> tuple[str, str, str | None, int]:
     """Apply vLLM's stop handling: cut at the earliest stop string (excluded) and report it; a reply
     longer than ``max_tokens`` (≈ 4 characters per token) is truncated with ``finish_reason = length``.
@@ -141,6 +135,16 @@ def finish_text(text: str, stops: list[str], max_tokens: int | None) -> tuple[st
     if max_tokens is not None and tokens > max_tokens:
         return out[: max_tokens * 4], "length", None, max_tokens
     return out, "stop", reason, tokens
+
+
+def token_logprobs(text: str, mean: float | None, seed: str) -> dict[str, Any]:
+    """A chat-completion choice's ``logprobs`` as vLLM sends them when asked: one entry per ≈ 4-character
+    token of ``text``, each ``mean`` when a reply hook set one (a truth model's prior), else a seeded
+    log-probability in (−2, 0]."""
+    toks = [text[k : k + 4] for k in range(0, len(text), 4)] or [""]
+    rng = random.Random(seed)
+    return {"content": [{"token": t, "logprob": mean if mean is not None else -2.0 * rng.random(),
+                         "bytes": list(t.encode()), "top_logprobs": []} for t in toks]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +407,9 @@ class StubServer:
             return _error(400, "messages must be a non-empty list")
         rng = random.Random(f"{cfg.seed}:{index}")
         view = read_prompt(body)
-        texts = [cfg.replies(body, i, rng) if cfg.replies else scripted_reply(view, i, rng) for i in range(n)]
+        outs = [cfg.replies(body, i, rng) if cfg.replies else scripted_reply(view, i, rng) for i in range(n)]
+        texts = [o[0] if isinstance(o, tuple) else o for o in outs]
+        means = [o[1] if isinstance(o, tuple) else None for o in outs]
         if cfg.latency_s > 0:
             await asyncio.gather(*(self._decode(rng.uniform(1 - cfg.jitter, 1 + cfg.jitter) * cfg.latency_s) for _ in range(n)))
         stop = body.get("stop") or []
@@ -416,7 +422,7 @@ class StubServer:
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": out, "tool_calls": []},
-                    "logprobs": token_logprobs(out, f"{cfg.seed}:{index}:{i}") if body.get("logprobs") else None,
+                    "logprobs": token_logprobs(out, means[i], f"{cfg.seed}:{index}:{i}") if body.get("logprobs") else None,
                     "finish_reason": finish,
                     "stop_reason": stop_reason,
                 }
