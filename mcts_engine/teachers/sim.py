@@ -4,6 +4,8 @@ It exists so that every command runs on a laptop with no GPU and no download (de
 benchmarks). It reads the sample's *annotations* (``SampleContext.hint_boxes``, in the teacher's
 frame) to write plausible grounded steps, and answers correctly with a tunable probability that rises
 with the number of distinct annotated regions the path has looked at (so search has a signal to find).
+Once a path has looked at every annotated region, its further steps look at other places of the frame, as
+the step instructions ask (a region is not pointed at twice).
 Run configs record ``teacher.kind = sim``; it is never used in place of a real teacher silently.
 
 With ``teacher.logprobs`` it also gives each choice a log-prob (see ``_logprob``), for PUCT priors.
@@ -167,11 +169,11 @@ class SimTeacher:
                 x, y = frame.width + rng.randint(1, 50), rng.randint(0, frame.height - 1)
             return f"I look again at the area around ({x}, {y}).", (x, y)
         boxes = ctx.hint_boxes
-        if boxes:
-            unvisited = [
-                b for b in boxes if not any(b["bbox"][0] <= vx <= b["bbox"][2] and b["bbox"][1] <= vy <= b["bbox"][3] for vx, vy in visited)
-            ]
-            box = rng.choice(unvisited or boxes)
+        unvisited = [
+            b for b in boxes if not any(b["bbox"][0] <= vx <= b["bbox"][2] and b["bbox"][1] <= vy <= b["bbox"][3] for vx, vy in visited)
+        ]
+        if unvisited:  # every annotated region looked at: it looks elsewhere, as the prompt asks (no re-pointing)
+            box = rng.choice(unvisited)
             x1, y1, x2, y2 = box["bbox"]
             noise = self.cfg.sim_point_noise
             cx = (x1 + x2) / 2 + rng.gauss(0, noise * max(1.0, x2 - x1))
