@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +155,15 @@ def test_reward_files_new_and_old_import_paths_score_the_rows(exports: dict[str,
     args = (row["data_source"], good, row["reward_model"]["ground_truth"], row["extra_info"])
     assert _load_reward(old)(*args)["score"] == 1.0
     assert _load_reward(verl_file)(row["data_source"], "<answer> right </answer>", *args[2:])["score"] == 0.0
+
+
+def test_rewards_module_loads_no_image_or_parquet_library() -> None:
+    """A reward worker of an outside trainer imports export.rewards alone (fresh interpreter)."""
+    code = ("import sys, mcts_engine.export.rewards; "
+            "print(sorted(m for m in ('PIL', 'datasets', 'pyarrow', 'torch') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_easyr1_columns(exports: dict[str, Path]) -> None:

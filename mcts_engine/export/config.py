@@ -82,6 +82,8 @@ MT_FLAVORS: dict[str, tuple[str, ...]] = {"trl": ("sft", "grpo"), "llamafactory"
 MODES: tuple[str, ...] = ("auto", "multiturn", "single")
 FORMATS: tuple[str, ...] = ("parquet", "jsonl")
 SPLITS: tuple[str, ...] = ("train", "val")
+DATA_SOURCE_PREFIX = "mcts-engine/"  # verl data_source = prefix + task (rewards read the task back)
+ABILITY = "grounded_visual_reasoning"
 
 
 class ExportError(RuntimeError):

@@ -10,6 +10,8 @@ that define them (see ``mcts_engine/export/__init__.py`` for the map):
 """
 
 from .config import (
+    ABILITY,
+    DATA_SOURCE_PREFIX,
     FLAVORS,
     FORMATS,
     KINDS,
@@ -51,8 +53,6 @@ from .protocol_rows import (
 )
 from .rewards import easyr1_compute_score, score_response, trl_accuracy_reward, verl_compute_score
 from .rows import (
-    ABILITY,
-    DATA_SOURCE_PREFIX,
     SampleContext,
     dpo_row,
     grpo_row,

@@ -1,6 +1,8 @@
 """Reward functions for outside trainers (verl, EasyR1, TRL): the task's own verifier on a response,
 the same check the search used. Generated ``reward.py`` files import from here
-(``from mcts_engine.export.rewards import verl_compute_score as compute_score``).
+(``from mcts_engine.export.rewards import verl_compute_score as compute_score``); those written by
+earlier versions import ``mcts_engine.export.formats``, which re-exports these functions. Import-light:
+a trainer's reward worker loads no image, parquet or dataset library through this module.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import json
 from typing import Any
 
 from ..grounding import check_chain, extract_answer
-from .rows import DATA_SOURCE_PREFIX
+from .config import DATA_SOURCE_PREFIX
 
 
 def score_response(task_name: str, task_options: dict[str, Any] | None, response: str, truth: dict[str, Any]) -> dict[str, float]:

@@ -10,13 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..grounding import IMAGE_MARKER, Frame
+from .config import ABILITY, DATA_SOURCE_PREFIX
 from .images import ImageBlob
 from .items import Chain, MultiTurnChain, Pair, PrmRow
 from .linearize import Linearizer
-
-
-DATA_SOURCE_PREFIX = "mcts-engine/"
-ABILITY = "grounded_visual_reasoning"
 
 
 @dataclass
