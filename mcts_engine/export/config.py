@@ -77,7 +77,7 @@ FLAVORS: dict[str, tuple[str, ...]] = {
     "easyr1": ("grpo",),
     "llamafactory": ("sft", "dpo"),
 }
-# What a multi-turn export writes per flavor (verl and EasyR1: none, see the module docstring).
+# What a multi-turn export writes per flavor (verl and EasyR1: none, see export/run.py's docstring).
 MT_FLAVORS: dict[str, tuple[str, ...]] = {"trl": ("sft", "grpo"), "llamafactory": ("sft",)}
 MODES: tuple[str, ...] = ("auto", "multiturn", "single")
 FORMATS: tuple[str, ...] = ("parquet", "jsonl")
@@ -132,7 +132,7 @@ def kinds_for(flavor: str, multiturn: bool) -> tuple[str, ...]:
     return MT_FLAVORS.get(flavor, ()) if multiturn else FLAVORS.get(flavor, ())
 
 
-def _check_kinds(kinds: list[str], flavor: str, multiturn: bool, cfg: ExportConfig) -> None:
+def check_kinds(kinds: list[str], flavor: str, multiturn: bool, cfg: ExportConfig) -> None:
     """Refuse, in one line, what a flavor/mode cannot write."""
     if not multiturn:
         bad = [k for k in kinds if k not in FLAVORS[flavor]]

@@ -23,8 +23,8 @@ from .items import MultiTurnChain
 
 
 # Teacher frame defaults (config.TeacherConfig) for a run whose config.json lacks them.
-_DEFAULT_MAX_PIXELS = 1280 * 28 * 28
-_DEFAULT_MIN_PIXELS = 56 * 56
+DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+DEFAULT_MIN_PIXELS = 56 * 56
 
 
 @dataclass(frozen=True)
@@ -174,8 +174,8 @@ def sample_images(
     rescale_to_original: bool = False,
     fmt: str = "auto",
     quality: int = 95,
-    max_pixels: int = _DEFAULT_MAX_PIXELS,
-    min_pixels: int = _DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
     inputs: InputConfig | None = None,
 ) -> list[ImageBlob]:
     """The images of a sample as stored in rows. Raises ``ValueError`` with a one-line reason.

@@ -32,7 +32,7 @@ Choices:
   Either way ``frame_width/frame_height/orig_width/orig_height`` and ``coord_space`` are in every row.
 - Parquet images are ``datasets.Image`` cells (``{"bytes", "path"}``, bytes embedded) under the
   ``datasets`` schema metadata, so ``load_dataset("parquet")`` decodes them and plain pyarrow reads
-  bytes. The image column is written as a parquet dictionary (see :class:`ParquetSink`), so a
+  bytes. The image column is written as a parquet dictionary (see :class:`.sinks.ParquetSink`), so a
   sample's image is stored once per row group however many rows repeat it.
 - One content schema per file: TRL files always use lists of ``{"type", "text"}`` parts.
 - Train/val split by sample, keyed on the content hash of its images; samples sharing any image are
@@ -57,16 +57,16 @@ from ..grounding import Frame
 from ..samples import Sample
 from ..search.tree import Tree
 from ..store import RunStore
-from .config import FLAVORS, FORMATS, MODES, SPLITS, ExportConfig, ExportError, _check_kinds, multiturn_settings, resolve_mode
+from .config import FLAVORS, FORMATS, MODES, SPLITS, ExportConfig, ExportError, check_kinds, multiturn_settings, resolve_mode
 from .images import (
-    _DEFAULT_MAX_PIXELS, _DEFAULT_MIN_PIXELS, ImageBlob, crop_images, encode, frame_image, image_keys, image_root_for,
+    DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageBlob, crop_images, encode, frame_image, image_keys, image_root_for,
     run_inputs, sample_images,
 )
 from .linearize import Linearizer
 from .protocol_rows import changes_observations, env_settings, first_user_text, recut_chains, system_message
 from .rows import SampleContext, dpo_row, grpo_row, mt_sft_row, prm_row, sft_row
 from .schema import features_for
-from .sinks import JsonlSink, ParquetSink, _text_bytes
+from .sinks import JsonlSink, ParquetSink, row_text_bytes
 from .split import assign_splits
 
 
@@ -122,8 +122,8 @@ def _run_settings(config: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
     teacher = cfg.get("teacher", {}) or {}
     return (
         dict(cfg.get("task_options", {}) or {}),
-        int(teacher.get("max_pixels", _DEFAULT_MAX_PIXELS)),
-        int(teacher.get("min_pixels", _DEFAULT_MIN_PIXELS)),
+        int(teacher.get("max_pixels", DEFAULT_MAX_PIXELS)),
+        int(teacher.get("min_pixels", DEFAULT_MIN_PIXELS)),
     )
 
 
@@ -167,7 +167,7 @@ def export_run(
     run_dir = store.path
     config = store.config()
     mt = resolve_mode(config, mode)
-    _check_kinds(kinds, flavor, mt, cfg)
+    check_kinds(kinds, flavor, mt, cfg)
     mt_settings = multiturn_settings(config) if mt else None
     if mt_settings is not None and protocol:
         mt_settings = env_settings(mt_settings, protocol)
@@ -265,7 +265,7 @@ def export_run(
                     row = dpo_row(ctx, item, k, flavor)
                 else:
                     row = prm_row(ctx, item, k)
-                result.text_bytes += _text_bytes({k2: v for k2, v in row.items() if k2 != "images"})
+                result.text_bytes += row_text_bytes({k2: v for k2, v in row.items() if k2 != "images"})
                 sink.add(row)
                 wrote = True
         if wrote:
@@ -401,6 +401,8 @@ def _sample_rows(
 
 
 def _write_extras(out_dir: Path, flavor: str, fmt: str, kinds: list[str], splits: tuple[str, ...], sinks: dict) -> None:
+    """Flavor extras: ``dataset_info.json`` (LLaMA-Factory), ``reward.py`` (verl, EasyR1: the task's verifier
+    from :mod:`.rewards`)."""
     ext = "parquet" if fmt == "parquet" else "jsonl"
     if flavor == "llamafactory":
         info: dict[str, Any] = {}

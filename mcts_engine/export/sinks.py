@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _text_bytes(value: Any) -> int:
+def row_text_bytes(value: Any) -> int:
     """UTF-8 bytes of every string in a row (images excluded): the 'text size' of the benchmark."""
     if isinstance(value, str):
         return len(value.encode("utf-8"))
     if isinstance(value, dict):
-        return sum(_text_bytes(v) for v in value.values())
+        return sum(row_text_bytes(v) for v in value.values())
     if isinstance(value, list):
-        return sum(_text_bytes(v) for v in value)
+        return sum(row_text_bytes(v) for v in value)
     return 0
 
 
