@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mcts_engine.export.formats import export_run, features_for
-from mcts_engine.export.linearize import ExportConfig
+from mcts_engine.export.config import ExportConfig
+from mcts_engine.export.run import export_run
+from mcts_engine.export.schema import features_for
 from mcts_engine.grounding import frame_for
 from mcts_engine.samples import load_frame
 from mcts_engine.search.tree import Tree

@@ -215,7 +215,7 @@ def tool_turn(point: tuple[int, int], note: str = "The cup") -> str:
 def observation_user(point: tuple[int, int]) -> dict[str, Any]:
     """The observation user turn as the exporter writes it (text, image part, text)."""
     from mcts_engine.environment import observation_text
-    from mcts_engine.export.formats import observation_parts
+    from mcts_engine.export.rows import observation_parts
 
     return {"role": "user", "content": observation_parts(observation_text(point))}
 

@@ -9,9 +9,14 @@ requires one ``<image>`` per image in sharegpt messages.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 import pyarrow.parquet as pq
@@ -19,8 +24,9 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from mcts_engine.export.formats import easyr1_compute_score, export_run
-from mcts_engine.export.linearize import ExportConfig
+from mcts_engine.export.config import ExportConfig
+from mcts_engine.export.rewards import easyr1_compute_score
+from mcts_engine.export.run import export_run
 
 from _export_helpers import make_image, make_run, rich_tree
 
@@ -125,6 +131,41 @@ def test_verl_columns(exports: dict[str, Path]) -> None:
     assert "compute_score" in (exports["verl"] / "reward.py").read_text()
 
 
+def _load_reward(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"reward_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compute_score
+
+
+def test_reward_files_new_and_old_import_paths_score_the_rows(exports: dict[str, Path], tmp_path: Path) -> None:
+    """Generated reward.py files import from export.rewards; one written by an earlier version (importing
+    from export.formats, now a re-export) still loads and gives the same scores."""
+    from mcts_engine.export import rewards
+
+    verl_file, easyr1_file = exports["verl"] / "reward.py", exports["easyr1"] / "reward.py"
+    assert "from mcts_engine.export.rewards import verl_compute_score" in verl_file.read_text()
+    assert "from mcts_engine.export.rewards import easyr1_compute_score" in easyr1_file.read_text()
+    old = tmp_path / "reward_old.py"
+    old.write_text("from mcts_engine.export.formats import verl_compute_score as compute_score  # noqa: F401\n")
+    assert _load_reward(verl_file) is _load_reward(old) is rewards.verl_compute_score
+    assert _load_reward(easyr1_file) is rewards.easyr1_compute_score
+    row = pq.read_table(exports["verl"] / "grpo_train.parquet").to_pylist()[0]
+    good = "<think>\nThe cup (10, 10).\n</think>\n<answer> left </answer>"
+    args = (row["data_source"], good, row["reward_model"]["ground_truth"], row["extra_info"])
+    assert _load_reward(old)(*args)["score"] == 1.0
+    assert _load_reward(verl_file)(row["data_source"], "<answer> right </answer>", *args[2:])["score"] == 0.0
+
+
+def test_rewards_module_loads_no_image_or_parquet_library() -> None:
+    """A reward worker of an outside trainer imports export.rewards alone (fresh interpreter)."""
+    code = ("import sys, mcts_engine.export.rewards; "
+            "print(sorted(m for m in ('PIL', 'datasets', 'pyarrow', 'torch') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_easyr1_columns(exports: dict[str, Path]) -> None:
     ds = load_dataset("parquet", data_files=str(exports["easyr1"] / "grpo_train.parquet"), split="train")
     for row in ds:
@@ -168,7 +209,7 @@ def test_llamafactory_sharegpt(exports: dict[str, Path]) -> None:
 
 
 def test_trl_reward_function_reads_the_grpo_columns(exports: dict[str, Path]) -> None:
-    from mcts_engine.export.formats import trl_accuracy_reward
+    from mcts_engine.export.rewards import trl_accuracy_reward
 
     rows = pq.read_table(exports["trl"] / "grpo_train.parquet").to_pylist()
     good = [{"role": "assistant", "content": "<think>\nThe cup (10, 10).\n</think>\n<answer> left </answer>"}]

@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mcts_engine.export.formats import assign_splits, export_run, resolve_export_config, verl_compute_score
-from mcts_engine.export.linearize import ExportConfig
+from mcts_engine.export.config import ExportConfig, resolve_export_config
+from mcts_engine.export.rewards import verl_compute_score
+from mcts_engine.export.run import export_run
+from mcts_engine.export.split import assign_splits
 from mcts_engine.search.tree import Tree
 
 from _export_helpers import answer, make_image, make_run, rich_tree, think

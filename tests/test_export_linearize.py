@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mcts_engine.export.linearize import ExportConfig, Linearizer, rescale_text
+from mcts_engine.export.config import ExportConfig
+from mcts_engine.export.items import rescale_text
+from mcts_engine.export.linearize import Linearizer
 from mcts_engine.grounding import Frame, check_chain, format_chain
 from mcts_engine.search.tree import Tree
 

@@ -21,9 +21,11 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.environment import TOOL_NAME
-from mcts_engine.export.formats import ExportError, export_run, observation_parts
-from mcts_engine.export.linearize import ExportConfig, Linearizer
+from mcts_engine.export.config import ExportConfig, ExportError
+from mcts_engine.export.linearize import Linearizer
+from mcts_engine.export.rows import observation_parts
 from mcts_engine.export.report import build_report
+from mcts_engine.export.run import export_run
 from mcts_engine.grounding import IMAGE_MARKER, parse_step
 from mcts_engine.search.tree import Tree
 from mcts_engine.tasks import get_task

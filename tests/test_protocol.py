@@ -264,7 +264,7 @@ def test_model_and_none_differ_where_a_template_has_a_default() -> None:
     import jinja2
     from _train_helpers import CHAT_TEMPLATE
 
-    from mcts_engine.export.formats import SampleContext as RowContext
+    from mcts_engine.export.rows import SampleContext as RowContext
 
     def render(system: str | None) -> str:
         ctx = RowContext(id="s", task="vstar", system=system, user_text="Q?", images=[], frame=Frame(28, 28, 28, 28),

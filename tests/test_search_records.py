@@ -8,8 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from mcts_engine.export.formats import export_run
-from mcts_engine.export.linearize import ExportConfig, Linearizer
+from mcts_engine.export.config import ExportConfig
+from mcts_engine.export.linearize import Linearizer
+from mcts_engine.export.run import export_run
 from mcts_engine.export.report import build_report
 from mcts_engine.search.tree import Tree
 from mcts_engine.tasks import get_task

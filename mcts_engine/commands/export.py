@@ -46,7 +46,8 @@ def export(
 ) -> None:
     """Linearize search trees into training data (TRL, verl, EasyR1, LLaMA-Factory)."""
     from ..config import ConfigError
-    from ..export.formats import FLAVORS, KINDS, MODES, ExportError, export_run, kinds_for, resolve_export_config, resolve_mode
+    from ..export.config import FLAVORS, KINDS, MODES, ExportError, kinds_for, resolve_export_config, resolve_mode
+    from ..export.run import export_run
     from ..export.protocol_rows import protocol_settings, split_overrides
     from ..store import RunError, RunStore
 

@@ -50,241 +50,35 @@ Invariants (what the tests pin down):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..grounding import (
-    _POINT_RE,
     IMAGE_MARKER,
     THINK_OPEN,
-    Frame,
     Point,
     find_points,
     format_answer,
-    format_chain,
     format_point,
     format_step,
     parse_step,
 )
 from ..search.tree import Node, Tree
+from .config import ExportConfig
+from .items import (
+    Chain,
+    ChainTurn,
+    Difficulty,
+    MultiTurnChain,
+    Pair,
+    PathInfo,
+    PrmRow,
+    Skips,
+    Step,
+    clamp_to_original,
+    rescale_text,
+)
 
-STRATEGIES: tuple[str, ...] = ("best", "all_correct", "backtrack")
 Verify = Callable[[str | None], bool]
-
-
-@dataclass
-class ExportConfig:
-    """The recipe's ``export:`` section. Every knob has a documented default."""
-
-    strategies: str = "all_correct,backtrack"  # SFT chains, comma-separated subset of best,all_correct,backtrack
-    max_chains_per_sample: int = 8  # cap for all_correct (distinct correct chains per sample)
-    max_correct_per_sample: int | None = None  # the former name of max_chains_per_sample (still accepted)
-    max_backtrack_per_sample: int = 1  # backtrack chains per sample (one wrong path each, distinct wrong branches first)
-    min_steps: int = 1  # grounded steps a positive chain needs (0 allows a bare answer)
-    allow_repeated_points: bool = False  # a path that revisits an (x, y) is invalid (the search's rule)
-    reverify: bool = True  # re-score every leaf with the task's verifier (the stored flag otherwise)
-    rescale_to_original: bool = False  # store the original image and rescale points (else the teacher's frame)
-    dpo_margin: float = 0.3  # minimum Q(chosen sibling) - Q(rejected sibling)
-    max_dpo_pairs_per_sample: int = 4
-    prm_min_visits: int = 1  # a prefix is labelled only if its last node has this many visits
-    prm_label_threshold: float = 0.5  # PRM bool label: Q >= threshold (answer steps: verified correct)
-    grpo_require_solved: bool = False  # GRPO prompts only from samples the search solved
-    grpo_min_value: float = 0.0  # keep prompts whose root value lies in [min, max] ("hard but solvable")
-    grpo_max_value: float = 1.0
-    val_fraction: float = 0.05  # share of samples (split by image content hash) in the val files
-    seed: int = 0  # the split's seed
-    image_format: str = "auto"  # auto (a JPEG source stays JPEG, else PNG) | png | jpeg: how a resized image is stored
-    jpeg_quality: int = 95
-
-    def __post_init__(self) -> None:
-        alias = self.max_correct_per_sample
-        if alias is not None:
-            if self.max_chains_per_sample not in (alias, ExportConfig.max_chains_per_sample):
-                raise ValueError(f"export.max_correct_per_sample ({alias}) and export.max_chains_per_sample "
-                                 f"({self.max_chains_per_sample}) disagree: set only max_chains_per_sample")
-            self.max_chains_per_sample = alias
-
-    def strategy_list(self) -> list[str]:
-        out = [s.strip().replace("-", "_") for s in self.strategies.split(",") if s.strip()]
-        bad = [s for s in out if s not in STRATEGIES]
-        if bad:
-            raise ValueError(f"export.strategies: unknown strategy {bad[0]!r} (known: {', '.join(STRATEGIES)})")
-        if not out:
-            raise ValueError("export.strategies: no strategy given")
-        return list(dict.fromkeys(out))
-
-    def validate(self) -> None:
-        self.strategy_list()
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"export.val_fraction: {self.val_fraction} must be in [0, 1)")
-        if self.image_format not in {"auto", "png", "jpeg"}:
-            raise ValueError(f"export.image_format: {self.image_format!r} (auto, png or jpeg)")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"export.jpeg_quality: {self.jpeg_quality} must be in [1, 100]")
-        for name in ("max_chains_per_sample", "max_backtrack_per_sample", "max_dpo_pairs_per_sample", "min_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"export.{name}: must be >= 0")
-
-
-# --------------------------------------------------------------------------------------------
-# Items
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One grounded step: its sentence (point text included) and the point, in the output space."""
-
-    node: int
-    text: str
-    point: Point  # in the output space (the frame, or the original image when rescaling)
-    q: float
-    visits: int
-    frame_point: Point  # in the teacher's frame (validity and repeat checks)
-
-
-@dataclass(frozen=True)
-class PathInfo:
-    """A root→leaf path (root excluded). ``steps`` are the grounded steps (the answer node's thought
-    too, when grounded); ``answer`` the leaf's answer in the output space."""
-
-    nodes: tuple[int, ...]
-    steps: tuple[Step, ...]
-    answer: str
-    correct: bool | None
-    value: float
-    leaf_visits: int
-
-    @property
-    def leaf(self) -> int:
-        return self.nodes[-1]
-
-    def rank_key(self) -> tuple[float, int, int, int]:
-        """Sort ascending = best first."""
-        return (-self.value, len(self.steps), -self.leaf_visits, self.leaf)
-
-
-@dataclass(frozen=True)
-class Chain:
-    strategy: str  # best | all_correct | backtrack
-    thoughts: tuple[str, ...]  # sentences in order (the backtrack sentence included)
-    points: tuple[Point, ...]  # every step's point, in order
-    answer: str
-    value: float
-    leaf: int
-    wrong_leaf: int | None = None
-
-    @property
-    def text(self) -> str:
-        return format_chain(list(self.thoughts), self.answer)
-
-
-@dataclass(frozen=True)
-class ChainTurn:
-    """One assistant turn of a multi-turn chain and what the environment answered to it."""
-
-    text: str  # the response verbatim (``<think> … </think>\n<tool_call>…</tool_call>``) or the answer turn
-    point: Point | None = None  # the zoom point (None for the answer turn)
-    observation: dict[str, Any] | None = None  # the node's record: point, box, text (with <image>), image
-
-
-@dataclass(frozen=True)
-class MultiTurnChain:
-    """A multi-turn SFT conversation: zoom turns, each followed by its observation, then the answer turn."""
-
-    strategy: str  # best | all_correct | backtrack
-    turns: tuple[ChainTurn, ...]
-    answer: str
-    value: float
-    leaf: int
-    wrong_leaf: int | None = None
-
-    @property
-    def points(self) -> tuple[Point, ...]:
-        return tuple(t.point for t in self.turns if t.point is not None)
-
-    @property
-    def observations(self) -> list[dict[str, Any]]:
-        """The observation records in order (one crop each)."""
-        return [t.observation for t in self.turns if t.observation is not None]
-
-    @property
-    def text(self) -> str:
-        """The assistant turns joined (the dedupe key; what a format reward reads)."""
-        return "\n".join(t.text for t in self.turns)
-
-
-@dataclass(frozen=True)
-class Pair:
-    """DPO: two full chains that share ``prefix_steps`` steps and then branch at ``node``."""
-
-    node: int
-    prefix_steps: int
-    chosen: Chain
-    rejected: Chain
-    chosen_q: float
-    rejected_q: float
-
-
-@dataclass(frozen=True)
-class PrmRow:
-    """Stepwise labels along one maximal valid path; every prefix is ``steps[:k]``."""
-
-    nodes: tuple[int, ...]
-    steps: tuple[str, ...]
-    values: tuple[float, ...]
-    visits: tuple[int, ...]
-    labels: tuple[bool, ...]
-    answer: str | None
-    correct: bool | None
-
-
-@dataclass(frozen=True)
-class Difficulty:
-    root_value: float
-    solved: bool
-    answers: int  # answer leaves in the tree
-    verified: int  # leaves with a verdict (correct or wrong)
-    correct: int
-
-    @property
-    def pass_rate(self) -> float:
-        return self.correct / self.verified if self.verified else 0.0
-
-
-@dataclass
-class Skips:
-    """Why candidate paths were not used (counted per reason)."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, reason: str, n: int = 1) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + n
-
-
-# --------------------------------------------------------------------------------------------
-# Point rewriting (rescale_to_original)
-# --------------------------------------------------------------------------------------------
-
-
-def clamp_to_original(frame: Frame, point: Point) -> Point:
-    x, y = frame.to_original(point)
-    return (min(max(x, 0), frame.orig_width - 1), min(max(y, 0), frame.orig_height - 1))
-
-
-def rescale_text(text: str, frame: Frame) -> str:
-    """Every ``(x, y)`` of ``text`` mapped from the frame to the original image (integers, clamped)."""
-
-    def sub(m) -> str:  # type: ignore[no-untyped-def]
-        p = (round(float(m.group(1))), round(float(m.group(2))))
-        return format_point(clamp_to_original(frame, p))
-
-    return _POINT_RE.sub(sub, text)
-
-
-# --------------------------------------------------------------------------------------------
-# The linearizer
-# --------------------------------------------------------------------------------------------
 
 
 class Linearizer:

@@ -94,7 +94,7 @@ def first_user_text(settings: dict[str, Any], task: Any, sample: Any) -> str:
 
 
 def env_settings(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """A row's ``multiturn`` struct: the run's environment (``export.formats.multiturn_settings``) with the
+    """A row's ``multiturn`` struct: the run's environment (``export.config.multiturn_settings``) with the
     protocol's geometry and keys on top."""
     return {**base, **settings.get("geometry", {}), **settings.get("multiturn", {})}
 
@@ -103,7 +103,7 @@ def recut_chains(chains: list[Any], frame_image: Any, env: dict[str, Any], encod
     """Multi-turn chains in the protocol, and the crops they now show: each observation's text is the protocol's
     template at the same point, its crop is cut again from ``frame_image`` (the frame the search saw) with the
     protocol's geometry (``environment.zoom``), stored with ``encode(PIL image)``. The returned crops dict is
-    keyed by each new observation's ``image.file`` (``protocol:<n>``), as ``export.formats.mt_sft_row`` reads it."""
+    keyed by each new observation's ``image.file`` (``protocol:<n>``), as ``export.rows.mt_sft_row`` reads it."""
     from dataclasses import replace
 
     from ..environment import observation_text, zoom

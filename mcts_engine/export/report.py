@@ -39,9 +39,12 @@ from ..grounding import Point, format_chain
 from ..input_checks import confine, open_bounded
 from ..search.tree import Node, Tree
 from ..store import RunStore
-from .formats import frame_image, image_root_for, run_file, run_inputs, sample_from_record
-from .linearize import ExportConfig, Linearizer, PathInfo
+from .config import ExportConfig
+from .images import frame_image, image_root_for, run_file, run_inputs
+from .items import PathInfo
+from .linearize import Linearizer
 from .report_assets import CSS, JS
+from .run import sample_from_record
 
 MARK = (230, 30, 30)  # point marker colour (tests look for it)
 LINE = (255, 210, 0)
