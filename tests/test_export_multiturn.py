@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
-from mcts_engine.environment import TOOL_NAME
+from mcts_engine.zoom.environment import TOOL_NAME
 from mcts_engine.export.formats import ExportError, export_run, observation_parts
 from mcts_engine.export.linearize import ExportConfig, Linearizer
 from mcts_engine.export.report import build_report

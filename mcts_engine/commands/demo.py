@@ -206,12 +206,12 @@ def demo(
 
     from ..config import ConfigError, build_run_config, load_recipe, recipe_path
     from ..grounding import check_chain, find_points
-    from ..multiturn import as_multiturn, run_episode, score_episode
+    from ..zoom.episode import as_multiturn, run_episode, score_episode
     from ..protocol import load_with_protocol, student_system, user_text
     from ..samples import Sample, load_frame
     from ..tasks import get_task, task_names
     from ..teachers import make_teacher
-    from ..teachers.base import PromptState, SampleContext, TeacherError, TeacherUnavailable
+    from ..teachers.base import PromptState, PromptContext, TeacherError, TeacherUnavailable
     from ..verifiers import parse_point_answer
 
     try:
@@ -256,7 +256,7 @@ def demo(
         system = student_system(cfg.system_prompt, task_obj, multiturn)  # system_prompt: task | model | none | @FILE
     except ConfigError as exc:
         fail(str(exc))
-    ctx = SampleContext(sample=sample, system=system, user_text=user_text(task_obj, sample, cfg.user_text), images=(enc,), truth=truth,
+    ctx = PromptContext(sample=sample, system=system, user_text=user_text(task_obj, sample, cfg.user_text), images=(enc,), truth=truth,
                         hint_boxes=[], task=task_obj)
     if multiturn:
         ctx = as_multiturn(ctx, [resized])

@@ -159,15 +159,16 @@ def run_eval(
     from ..failures import group_failures, open_failures
     from ..samples import FrameCache, SampleError, load_samples, unique_samples
     from ..search.scheduler import Aborted, run_bounded
-    from ..generate import save_image, make_observer
-    from ..multiturn import as_multiturn, run_episode, score_episode
+    from ..store import save_image
+    from ..zoom.observer import make_observer
+    from ..zoom.episode import as_multiturn, run_episode, score_episode
     from ..progress import CountingTeacher, Progress, count_samples
     from ..config import ConfigError
     from ..protocol import prompt_record, student_system, user_text
     from ..store import RunStore
     from ..tasks import get_task
     from ..teachers import make_teacher
-    from ..teachers.base import PromptState, SampleContext, TeacherError
+    from ..teachers.base import PromptState, PromptContext, TeacherError
 
     task = get_task(task_name, task_options or {})
     spec = spec_for(task)
@@ -211,7 +212,7 @@ def run_eval(
         contexts = []
         for r in rotations(list(sample.choices), circ):
             vs = replace(sample, choices=list(sample.choices[r:]) + list(sample.choices[:r])) if r else sample
-            ctx = SampleContext(sample=vs, system=system, user_text=user_text(task, vs, user_text_source), images=encoded,
+            ctx = PromptContext(sample=vs, system=system, user_text=user_text(task, vs, user_text_source), images=encoded,
                                 truth=task.ground_truth(vs, frame), hint_boxes=task.hint_boxes(vs, frame), task=task)
             if mt:
                 ctx = as_multiturn(ctx, [img for _, img in pairs])
