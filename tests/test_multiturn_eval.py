@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mcts_engine.cli import app
 from mcts_engine.config import MultiTurnConfig
 from mcts_engine.zoom.environment import format_tool_call
-from mcts_engine.eval import EvalSpec, render_markdown, summarize, turn_stats
+from mcts_engine.evaluation.scoring import EvalSpec, render_markdown, summarize, turn_stats
 from mcts_engine.zoom.episode import ZoomEpisode, as_multiturn, run_episode, score_episode, take_turn
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.tasks import get_task

@@ -244,7 +244,7 @@ async def run_episode(
 
 
 def score_episode(task: Any, episode: ZoomEpisode, truth: dict[str, Any], frame: Frame) -> dict[str, Any]:
-    """One episode → its scored eval output: the single-pass output's keys (``mcts_engine.eval`` reads them:
+    """One episode → its scored eval output: the single-pass output's keys (``evaluation.scoring`` reads them:
     ``well_formed`` = ended with an answer, ``points`` = valid zooms, ``points_out_of_frame`` = out-of-frame tool
     calls) plus ``turns`` and ``end``."""
     from ..verifiers import parse_point_answer
