@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
-from mcts_engine.commands.demo import DEMO_DIR, page_path
+from mcts_engine.evaluation.demo import DEMO_DIR, page_path
 from mcts_engine.commands.export import next_train_hint, size_line
 
 runner = CliRunner()
