@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import Checkpointer, Interrupted, route_signals
+from .store.checkpoints import Checkpointer, Interrupted, route_signals
 from .config import RunConfig, validate_run_config
 from .failures import group_failures, open_failures
 from .frame_policy import watch_downscale

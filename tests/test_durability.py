@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mcts_engine import runfiles
+from mcts_engine.store import files as runfiles
 from mcts_engine.cli import app
 from mcts_engine.config import build_run_config, load_recipe
 from mcts_engine.generate import default_data, prepare_context, run_generate

@@ -28,12 +28,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .runfiles import (LOCK, DuplicateSample, RunError, RunLock, RunLocked, StoreWriteError, append_lines,
+from .files import (LOCK, DuplicateSample, RunError, RunLock, RunLocked, StoreWriteError, append_lines,
                        atomic_write, decode_line, iter_jsonl, json_line, repair_tail, check_run_dir)
-from .search.tree import Tree
+from ..search.tree import Tree
 
 if TYPE_CHECKING:
-    from .samples import EncodedImage
+    from ..samples import EncodedImage
 
 CONFIG, TREES, FAILURES, STATS = "config.json", "trees.jsonl", "failures.jsonl", "stats.json"
 INFLIGHT = "inflight.jsonl"
