@@ -1,4 +1,4 @@
-"""``mcts-engine eval --multiturn``: the turn loop (``mcts_engine.multiturn``), turn statistics, and eval end to end
+"""``mcts-engine eval --multiturn``: the turn loop (``mcts_engine.zoom.episode``), turn statistics, and eval end to end
 with the sim teacher (bundled vstar / screenspot samples) and against the in-test OpenAI stub server."""
 
 from __future__ import annotations
