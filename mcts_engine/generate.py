@@ -24,24 +24,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import Checkpointer, Interrupted, route_signals
-from .config import MultiTurnConfig, RunConfig, validate_run_config
-from .environment import MULTITURN_STOPS, observation_text, zoom
+from .store.checkpoints import Checkpointer, Interrupted, route_signals
+from .config import RunConfig, validate_run_config
 from .failures import group_failures, open_failures
 from .frame_policy import watch_downscale
-from .grounding import ANSWER_OPEN, STEP_STOPS, Point
+from .grounding import ANSWER_OPEN, STEP_STOPS
 from .progress import CountingTeacher, Progress, count_samples
-from .protocol import final_turn, observation_template, teacher_system
-from .samples import EncodedImage, FrameCache, Sample, SampleError, encode_image, load_samples, unique_samples
+from .protocol import final_turn, teacher_system
+from .samples import FrameCache, Sample, SampleError, load_samples, unique_samples
 from .search.mcts import TreeSearch
 from .search.resume import Resumed, TrackedTeacher, resume
 from .search.scheduler import Aborted, run_bounded
 from .search.tree import Tree
-from .store import INFLIGHT, TREES, DuplicateSample, RunError, RunLock, RunStore, StoreWriteError, check_run_dir
+from .store import (INFLIGHT, TREES, DuplicateSample, RunError, RunLock, RunStore, StoreWriteError, check_run_dir,
+                    save_image)
 from .tasks import get_task
 from .tasks.base import Task
 from .teachers import make_teacher
-from .teachers.base import Observation, PromptState, SampleContext, Teacher, TeacherError, TeacherUnavailable
+from .teachers.base import PromptState, PromptContext, Teacher, TeacherError, TeacherUnavailable
+from .zoom.environment import MULTITURN_STOPS
+from .zoom.observer import make_observer
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # This many samples in a row with nothing usable from the teacher (the search raised TeacherError) means the
@@ -56,24 +58,9 @@ def default_data(task: str) -> Path:
     return f if f.exists() else d
 
 
-def save_image(enc: EncodedImage, image_dir: Path | None) -> dict[str, Any]:
-    """Write an encoded image once (content-addressed) and return its record for the tree."""
-    ext = "jpg" if enc.mime == "image/jpeg" else "png"
-    if image_dir is not None:
-        path = image_dir / f"{enc.key}.{ext}"
-        if not path.exists():
-            # one temporary name per thread: samples sharing an image (or a crop) may save it concurrently
-            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-            tmp.write_bytes(enc.data)
-            tmp.replace(path)
-    f = enc.frame
-    return {"key": enc.key, "file": f"images/{enc.key}.{ext}", "width": f.width, "height": f.height, "mime": enc.mime,
-            "orig_width": f.orig_width, "orig_height": f.orig_height}
-
-
 def prepare_context(
     sample: Sample, task: Task, run: RunConfig, image_dir: Path | None, frames: FrameCache | None = None
-) -> tuple[SampleContext, list[dict[str, Any]]]:
+) -> tuple[PromptContext, list[dict[str, Any]]]:
     """Load, resize and encode the sample's images once; build the prompt head and ground truth.
 
     Raises ``ValueError`` with a one-line reason (bad image, answer not among options, ...). Encoded
@@ -91,7 +78,7 @@ def prepare_context(
     frame = encoded[0].frame
     multiturn = run.multiturn.enabled
     final_prefill, final_user = final_turn(run.multiturn) if multiturn else (ANSWER_OPEN, None)
-    ctx = SampleContext(
+    ctx = PromptContext(
         sample=sample,
         system=teacher_system(run, task, multiturn),  # teacher.system_prompt: task | model | none | @FILE
         user_text=task.user_text(sample),
@@ -106,23 +93,6 @@ def prepare_context(
         final_user_text=final_user,
     )
     return ctx, [save_image(enc, image_dir) for enc in encoded]
-
-
-def make_observer(ctx: SampleContext, cfg: MultiTurnConfig, image_dir: Path | None, fmt: str, quality: int = 90):
-    """The multi-turn environment for one sample: point → (observation for the teacher, node record).
-    Each crop is encoded once and reused by every descendant's prompt; with ``fmt="auto"`` in the
-    frame's own encoding (a JPEG frame gives JPEG crops)."""
-    source_format = "JPEG" if ctx.images and ctx.images[0].mime == "image/jpeg" else None
-
-    def observe(point: Point) -> tuple[Observation, dict[str, Any]]:
-        crop, box = zoom(ctx.frame_images[0], point, cfg)
-        enc, _ = encode_image(crop, max_pixels=crop.width * crop.height, min_pixels=0, fmt=fmt, quality=quality,
-                              source_format=source_format)
-        text = observation_text(point, observation_template(cfg))
-        record = {"point": list(point), "box": list(box), "text": text, "image": save_image(enc, image_dir)}
-        return Observation(text=text, images=(enc,)), record
-
-    return observe
 
 
 def summarize(store: RunStore, session: dict[str, Any]) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def mt_think(tree: Tree, parent: Node, x: int, y: int, run_dir: Path, frame_img:
     import io
 
     from mcts_engine.config import MultiTurnConfig
-    from mcts_engine.environment import format_tool_call, observation_text, zoom
+    from mcts_engine.zoom.environment import format_tool_call, observation_text, zoom
 
     thought = f"I zoom on region {x}-{y} at ({x}, {y})."
     node = tree.add(parent, kind="think", thought=thought, point=(x, y), visits=visits, value_sum=value,

@@ -207,14 +207,14 @@ MT_SYSTEM = SYSTEM + " Work in turns: zoom with <tool_call> and finish with <ans
 
 def tool_turn(point: tuple[int, int], note: str = "The cup") -> str:
     """An assistant zoom turn exactly as the exporter writes it (``environment.format_tool_call``)."""
-    from mcts_engine.environment import format_tool_call
+    from mcts_engine.zoom.environment import format_tool_call
 
     return f"<think> {note} is at ({point[0]}, {point[1]}). </think>\n{format_tool_call(point)}"
 
 
 def observation_user(point: tuple[int, int]) -> dict[str, Any]:
     """The observation user turn as the exporter writes it (text, image part, text)."""
-    from mcts_engine.environment import observation_text
+    from mcts_engine.zoom.environment import observation_text
     from mcts_engine.export.rows import observation_parts
 
     return {"role": "user", "content": observation_parts(observation_text(point))}

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
-from mcts_engine.commands.demo import DEMO_DIR, page_path
-from mcts_engine.commands.export import next_train_hint, size_line
+from mcts_engine.evaluation.demo import DEMO_DIR, page_path
+from mcts_engine.export.console import next_train_hint, size_line
 
 runner = CliRunner()
 IMAGE = Path(__file__).resolve().parent.parent / "data" / "sat2_sample" / "images" / "sat2_000.png"

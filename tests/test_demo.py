@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcts_engine.commands.demo import demo
-from mcts_engine.environment import format_tool_call
+from mcts_engine.zoom.environment import format_tool_call
 from mcts_engine.testing.refused_port import refused_url
 
 runner = CliRunner()

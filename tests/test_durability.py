@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mcts_engine import runfiles
+from mcts_engine.store import files as runfiles
 from mcts_engine.cli import app
 from mcts_engine.config import build_run_config, load_recipe
-from mcts_engine.generate import default_data, make_observer, prepare_context, run_generate
+from mcts_engine.generate import default_data, prepare_context, run_generate
+from mcts_engine.zoom.observer import make_observer
 from mcts_engine.search.mcts import TreeSearch
 from mcts_engine.search.resume import TrackedTeacher, resume, snapshot
 from mcts_engine.samples import load_samples

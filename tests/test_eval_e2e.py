@@ -59,7 +59,7 @@ def item_scores(recs: list[dict], circular: bool) -> list[float]:
 
 
 def assert_overall_matches_the_records(s: dict, recs: list[dict], macro_key: str | None) -> None:
-    """The headline and its interval, recomputed from trees.jsonl without mcts_engine.eval."""
+    """The headline and its interval, recomputed from trees.jsonl without mcts_engine.evaluation.scoring."""
     scores = item_scores(recs, s["circular"])
     o = s["overall"]
     lo, hi = o["ci95"]

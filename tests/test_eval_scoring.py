@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcts_engine.eval import (
+from mcts_engine.evaluation.scoring import (
     EvalSpec,
     estimate,
     format_counts,
@@ -28,7 +28,7 @@ def rec(sid, groups, *variants, scores=None):
 
 
 # --------------------------------------------------------------------------------------------
-# Intervals (values computed by hand from the formulas in mcts_engine/eval.py)
+# Intervals (values computed by hand from the formulas in mcts_engine/evaluation/scoring.py)
 # --------------------------------------------------------------------------------------------
 
 

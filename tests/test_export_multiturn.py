@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
-from mcts_engine.environment import TOOL_NAME
+from mcts_engine.zoom.environment import TOOL_NAME
 from mcts_engine.export.config import ExportConfig, ExportError
 from mcts_engine.export.linearize import Linearizer
 from mcts_engine.export.rows import observation_parts

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.config import ConfigError, build_run_config, load_recipe
-from mcts_engine.generate import make_observer
-from mcts_engine.multiturn import as_multiturn
+from mcts_engine.zoom.observer import make_observer
+from mcts_engine.zoom.episode import as_multiturn
 from mcts_engine.samples import FrameCache, Sample, frame_format, load_frame
 from mcts_engine.tasks import get_task
-from mcts_engine.teachers.base import SampleContext
+from mcts_engine.teachers.base import PromptContext
 
 MAXP, MINP = 1280 * 28 * 28, 56 * 56
 
@@ -80,11 +80,11 @@ def test_cli_reports_a_bad_format_in_one_line_before_any_work(tmp_path):
     assert not out.exists()
 
 
-def _ctx(enc, resized, task_name: str = "vstar") -> SampleContext:
+def _ctx(enc, resized, task_name: str = "vstar") -> PromptContext:
     task = get_task(task_name)
     sample = Sample(id="s", images=["x"], question="What color is the cup?", answer="red",
                     choices=["red", "blue"], task=task_name)
-    ctx = SampleContext(sample=sample, system=task.teacher_system(True), user_text=task.user_text(sample),
+    ctx = PromptContext(sample=sample, system=task.teacher_system(True), user_text=task.user_text(sample),
                         images=(enc,), truth=task.ground_truth(sample, enc.frame), task=task)
     return as_multiturn(ctx, [resized])
 

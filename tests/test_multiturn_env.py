@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.config import MultiTurnConfig
-from mcts_engine.environment import check_tool_step, crop_box, format_tool_call, observe, zoom
+from mcts_engine.zoom.environment import check_tool_step, crop_box, format_tool_call, observe, zoom
 from mcts_engine.grounding import Frame, parse_step
 from mcts_engine.samples import encode_image
 from mcts_engine.search.tree import Tree
-from mcts_engine.teachers.base import Observation, PromptState, SampleContext, Turn, build_messages
+from mcts_engine.teachers.base import StepObservation, PromptState, PromptContext, Turn, build_messages
 
 FRAME = Frame(width=560, height=420, orig_width=1120, orig_height=840)
 
@@ -93,19 +93,19 @@ def test_observe_returns_observation_text_with_image_marker():
     assert res is None and err == "no_tool_call"
 
 
-def _ctx() -> SampleContext:
+def _ctx() -> PromptContext:
     enc, _ = encode_image(Image.new("RGB", (560, 420)), max_pixels=560 * 420)
     from mcts_engine.samples import Sample
 
     s = Sample(id="a", images=["a.png"], question="q", answer="x")
-    return SampleContext(sample=s, system="sys", user_text="Where?", images=(enc,), truth={}, multiturn=True)
+    return PromptContext(sample=s, system="sys", user_text="Where?", images=(enc,), truth={}, multiturn=True)
 
 
 def test_observation_message_shape_in_both_prompt_styles():
     ctx = _ctx()
     crop, _ = encode_image(Image.new("RGB", (672, 672)), max_pixels=672 * 672)
     text = step('{"name": "search_coordinate", "arguments": {"coordinate": [100, 120]}}')
-    obs = Observation(text="<observation>\nZoomed view around (100, 120):\n<image>\n</observation>", images=(crop,))
+    obs = StepObservation(text="<observation>\nZoomed view around (100, 120):\n<image>\n</observation>", images=(crop,))
     state = PromptState(ctx).child(Turn(text, obs))
     for style in ("continue", "plain"):
         msgs, cont, _ = build_messages(state, style)

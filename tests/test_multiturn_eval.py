@@ -1,4 +1,4 @@
-"""``mcts-engine eval --multiturn``: the turn loop (``mcts_engine.multiturn``), turn statistics, and eval end to end
+"""``mcts-engine eval --multiturn``: the turn loop (``mcts_engine.zoom.episode``), turn statistics, and eval end to end
 with the sim teacher (bundled vstar / screenspot samples) and against the in-test OpenAI stub server."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.config import MultiTurnConfig
-from mcts_engine.environment import format_tool_call
-from mcts_engine.eval import EvalSpec, render_markdown, summarize, turn_stats
-from mcts_engine.multiturn import Episode, as_multiturn, run_episode, score_episode, take_turn
+from mcts_engine.zoom.environment import format_tool_call
+from mcts_engine.evaluation.scoring import EvalSpec, render_markdown, summarize, turn_stats
+from mcts_engine.zoom.episode import ZoomEpisode, as_multiturn, run_episode, score_episode, take_turn
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.tasks import get_task
-from mcts_engine.teachers.base import Continuation, PromptState, SampleContext, TeacherReply
+from mcts_engine.teachers.base import Continuation, PromptState, PromptContext, TeacherReply
 
 runner = CliRunner()
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -72,11 +72,11 @@ class Scripted:
         return {"kind": "scripted"}
 
 
-def context(width: int = 560, height: int = 420) -> SampleContext:
+def context(width: int = 560, height: int = 420) -> PromptContext:
     task = get_task("vstar")
     sample = Sample(id="s", images=[b""], question="What colour is the cup?", answer="blue", choices=["red", "blue"])
     enc, img = encode_image(Image.new("RGB", (width, height), "white"), max_pixels=width * height)
-    ctx = SampleContext(sample=sample, system=task.student_system(True), user_text=task.user_text(sample), images=(enc,),
+    ctx = PromptContext(sample=sample, system=task.student_system(True), user_text=task.user_text(sample), images=(enc,),
                         truth=task.ground_truth(sample, enc.frame), task=task)
     return as_multiturn(ctx, [img])
 
@@ -84,7 +84,7 @@ def context(width: int = 560, height: int = 420) -> SampleContext:
 MT = MultiTurnConfig(enabled=True, crop_offset=56, crop_size=112)
 
 
-def run(teacher, max_turns: int = 4, n: int = 1, ctx: SampleContext | None = None) -> list[Episode]:
+def run(teacher, max_turns: int = 4, n: int = 1, ctx: PromptContext | None = None) -> list[ZoomEpisode]:
     return asyncio.run(run_episode(teacher, ctx or context(), MT, max_turns, n=n))
 
 
@@ -146,7 +146,7 @@ def test_run_episode_refuses_a_single_turn_context():
 
 
 def test_take_turn_is_pure_and_counts_repeats():
-    ep = Episode()
+    ep = ZoomEpisode()
     frame = context().frame
     _, p1 = take_turn(ep, Continuation(tool_turn(3, 4), "stop"), False, frame)
     turn, p2 = take_turn(ep, Continuation(tool_turn(3, 4), "stop"), False, frame)

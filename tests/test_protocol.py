@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.config import ConfigError, MultiTurnConfig, RunConfig, build_run_config, load_recipe
-from mcts_engine.environment import crop_box, crop_output_size, observation_text, zoom
+from mcts_engine.zoom.environment import crop_box, crop_output_size, observation_text, zoom
 from mcts_engine.frame_policy import DownscaleWatch, capped_frame, capped_size
 from mcts_engine.samples import load_frame
 from mcts_engine.grounding import Frame
@@ -27,7 +27,7 @@ from mcts_engine.protocol import (
 )
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.tasks import get_task
-from mcts_engine.teachers.base import PromptState, SampleContext, Turn, build_messages
+from mcts_engine.teachers.base import PromptState, PromptContext, Turn, build_messages
 
 runner = CliRunner()
 
@@ -176,10 +176,10 @@ def test_dot_drawn_on_the_region_scales_with_the_zoom() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _ctx(system: str | None, **kw: object) -> SampleContext:
+def _ctx(system: str | None, **kw: object) -> PromptContext:
     enc, _ = encode_image(_frame(112, 112), max_pixels=112 * 112)
     sample = Sample(id="s", images=["x"], question="q", answer="a")
-    return SampleContext(sample=sample, system=system, user_text="Question?", images=(enc,), truth={}, **kw)  # type: ignore[arg-type]
+    return PromptContext(sample=sample, system=system, user_text="Question?", images=(enc,), truth={}, **kw)  # type: ignore[arg-type]
 
 
 def test_head_messages_per_system_source() -> None:

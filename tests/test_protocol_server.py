@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
-from mcts_engine.environment import format_tool_call
+from mcts_engine.zoom.environment import format_tool_call
 from mcts_engine.frame_policy import capped_frame
 from mcts_engine.testing.stub_server import StubServer, image_size
 

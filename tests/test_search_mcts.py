@@ -14,16 +14,16 @@ from mcts_engine.search.mcts import TreeSearch, backup, best_child, check_step, 
 from mcts_engine.search.tree import Tree
 from mcts_engine.grounding import parse_step
 from mcts_engine.tasks import get_task
-from mcts_engine.teachers.base import Continuation, PromptState, SampleContext, TeacherError, TeacherReply
+from mcts_engine.teachers.base import Continuation, PromptState, PromptContext, TeacherError, TeacherReply
 
 FRAME = Frame(width=280, height=224, orig_width=560, orig_height=448)
 
 
-def make_ctx() -> SampleContext:
+def make_ctx() -> PromptContext:
     img = EncodedImage(key="k", frame=FRAME, mime="image/png", data=b"x")
     sample = Sample(id="s1", images=["x.png"], question="Left or right?", answer="left", choices=["left", "right"], task="sat2")
     task = get_task("sat2")
-    return SampleContext(sample=sample, system="sys", user_text="q", images=(img,), truth=task.ground_truth(sample, FRAME), task=task)
+    return PromptContext(sample=sample, system="sys", user_text="q", images=(img,), truth=task.ground_truth(sample, FRAME), task=task)
 
 
 class ScriptedTeacher:

@@ -122,7 +122,7 @@ def test_blink_composite_is_named_in_the_question():
 
 
 def test_every_task_has_prompts_and_an_eval_spec():
-    from mcts_engine.eval import EvalSpec
+    from mcts_engine.evaluation.scoring import EvalSpec
     from mcts_engine.tasks import task_names
 
     for name in ("sat2", "blink", "vstar", "screenspot", "osatlas", "web_action"):

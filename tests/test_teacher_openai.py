@@ -17,7 +17,7 @@ from mcts_engine.grounding import parse_step
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.tasks.base import FORCE_ANSWER_PROMPT
 from mcts_engine.teachers import make_teacher
-from mcts_engine.teachers.base import PromptState, SampleContext, TeacherError, TeacherUnavailable, Turn, build_messages
+from mcts_engine.teachers.base import PromptState, PromptContext, TeacherError, TeacherUnavailable, Turn, build_messages
 from mcts_engine.teachers.openai_compat import HEAD_CACHE_KEY, OpenAITeacher, split_tokens
 from mcts_engine.testing.stub_server import StubServer, finish_text, image_size, read_prompt, scripted_reply
 
@@ -25,11 +25,11 @@ STEP = "<think> The red chair is near (30, 40). </think>"
 STEP2 = "<think> The lamp stands at (50, 20). </think>"
 
 
-def _ctx(fmt: str = "png") -> SampleContext:
+def _ctx(fmt: str = "png") -> PromptContext:
     img = Image.new("RGB", (120, 90), (200, 120, 40))
     enc, _ = encode_image(img, max_pixels=1280 * 28 * 28, fmt=fmt)
     sample = Sample(id="s1", images=[], question="Left or right?", answer="left", choices=["left", "right"])
-    return SampleContext(
+    return PromptContext(
         sample=sample,
         system="You are a careful visual reasoner.",
         user_text="Is the chair left or right?\nOptions:\n(A) left\n(B) right",

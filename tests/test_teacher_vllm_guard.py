@@ -16,7 +16,7 @@ from mcts_engine.config import TeacherConfig
 from mcts_engine.grounding import parse_step
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.teachers import make_teacher
-from mcts_engine.teachers.base import PromptState, SampleContext, TeacherUnavailable, Turn
+from mcts_engine.teachers.base import PromptState, PromptContext, TeacherUnavailable, Turn
 from mcts_engine.teachers.vllm_local import INSTALL_HINT
 
 
@@ -106,10 +106,10 @@ def _fake_vllm(calls: list, built: list):
     return mod
 
 
-def _ctx() -> SampleContext:
+def _ctx() -> PromptContext:
     enc, _ = encode_image(Image.new("RGB", (64, 48), (9, 9, 9)), max_pixels=1280 * 28 * 28)
     s = Sample(id="v", images=[], question="q", answer="left", choices=["left", "right"])
-    return SampleContext(sample=s, system="sys", user_text="q\nOptions:\n(A) left\n(B) right", images=(enc,), truth={})
+    return PromptContext(sample=s, system="sys", user_text="q\nOptions:\n(A) left\n(B) right", images=(enc,), truth={})
 
 
 def test_fake_engine_batches_concurrent_requests_and_assembles_replies(monkeypatch):

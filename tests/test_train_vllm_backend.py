@@ -254,7 +254,7 @@ def test_grpo_step_generates_on_vllm_and_syncs_updated_weights(tiny, tokenizer, 
 
 def test_multiturn_turns_go_through_the_engine_with_all_images(tiny, tokenizer, tmp_path, monkeypatch):
     from mcts_engine.config import MultiTurnConfig
-    from mcts_engine.environment import MULTITURN_STOPS, zoom
+    from mcts_engine.zoom.environment import MULTITURN_STOPS, zoom
     from mcts_engine.train.data import GRPO_REQUIRED, RowSource, SpecialIds, decode_images
 
     def script(prompt: str, k: int) -> str:

@@ -49,6 +49,7 @@ def export(
     from ..export.config import FLAVORS, KINDS, MODES, ExportError, kinds_for, resolve_export_config, resolve_mode
     from ..export.run import export_run
     from ..export.protocol_rows import protocol_settings, split_overrides
+    from ..export.console import detail_lines, next_train_hint, size_line
     from ..store import RunError, RunStore
 
     if flavor not in FLAVORS:
@@ -86,47 +87,10 @@ def export(
     except OSError as exc:  # the output directory cannot be made or written (a file in its path, no space, ...)
         fail(f"cannot write {exc.filename or out or run}: {exc.strerror or exc}")
     if not quiet:
-        if result.mode == "multiturn":
-            mt = result.multiturn or {}
-            typer.echo(
-                f"  multi-turn rows: ≤ {mt.get('max_turns')} turns, crop offset {mt.get('crop_offset')} → "
-                f"{mt.get('crop_size')} px, dot {'on' if mt.get('draw_dot') else 'off'}; {result.crop_images} crops in sft rows"
-            )
-        for name, n in sorted(result.rows.items()):
-            typer.echo(f"  {name:<22} {n:>8} rows")
-        if result.strategies:
-            typer.echo("  sft chains by strategy: " + ", ".join(f"{k}={v}" for k, v in sorted(result.strategies.items())))
-        reasons: dict[str, int] = {}
-        for s in result.skipped_records:
-            reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
-        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
-            typer.echo(f"  skipped {n} sample(s)/line(s): {reason}")
-        for k, d in sorted(result.kind_skips.items()):
-            for reason, n in sorted(d.items(), key=lambda kv: -kv[1]):
-                typer.echo(f"  {k}: {n} sample(s) without rows: {reason}")
+        for line in detail_lines(result):
+            typer.echo(line)
     typer.echo(f"exported {result.samples_exported}/{result.trees} samples to {result.out_dir} in {result.seconds:.1f}s: "
                + size_line(result.output_bytes, result.unique_image_bytes, result.text_bytes) + "; details in export_summary.json")
     hint = next_train_hint(run, Path(result.out_dir), sorted(result.rows), format)
     if hint:
         typer.echo(hint, err=True)
-
-
-def size_line(on_disk: int, image_bytes: int, text_bytes: int) -> str:
-    """The sizes, each under its own name: the files on disk (compressed, each image stored once per file
-    that uses it) and, separately, what went in (unique images + row text before compression) with its own
-    total, so no printed total is ever smaller than a part of it."""
-    img, txt = round(image_bytes / 1e6, 2), round(text_bytes / 1e6, 2)
-    return (f"{on_disk / 1e6:.2f} MB on disk; content before compression {img + txt:.2f} MB "
-            f"= images {img:.2f} MB (unique) + text {txt:.2f} MB")
-
-
-def next_train_hint(run: Path, out_dir: Path, row_names: list[str], fmt: str) -> str | None:
-    """The `mcts-engine train` command that consumes this export (the bundled trainer reads TRL parquet)."""
-    if fmt != "parquet":
-        return None
-    for method in ("sft", "grpo"):
-        if f"{method}_train" in row_names or f"{method}_train.parquet" in row_names:
-            val = f" --val {out_dir / 'sft_val.parquet'}" if method == "sft" and (out_dir / "sft_val.parquet").exists() else ""
-            return (f"next: mcts-engine train --method {method} --model <student, e.g. Qwen/Qwen2.5-VL-3B-Instruct> "
-                    f"--data {out_dir / f'{method}_train.parquet'}{val} --out {run / f'train-{method}'}")
-    return None

@@ -16,19 +16,6 @@ from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 from ..teachers.urls import public_urls
 
 
-def project(stats: dict[str, Any], total: int, calls_per_s: float | None) -> dict[str, Any]:
-    """Whole-dataset projection from a pilot: per-finished-tree averages × ``total`` samples; wall time
-    at the measured call rate (None when no call was timed). Pure: ``stats`` is ``summarize``'s dict."""
-    n = int(stats.get("finished", 0))
-    if n == 0:
-        raise ValueError("no pilot sample finished: nothing to project from")
-    per = {k: stats.get(k, 0) / n for k in ("calls", "choices", "prompt_tokens", "completion_tokens")}
-    out: dict[str, Any] = {"pilot_trees": n, "samples": total, "per_sample": per}
-    out.update({k: round(v * total) for k, v in per.items()})
-    out["wall_s"] = out["calls"] / calls_per_s if calls_per_s else None
-    return out
-
-
 def generate(
     task: str | None = typer.Option(None, help="Task name (default: the recipe's `task`, else sat2)."),
     data: Path | None = typer.Option(None, help="Samples: .jsonl (ViGoRL or plain), .parquet, or a datasets dir. Default: bundled data/<task>_sample."),
@@ -55,6 +42,7 @@ def generate(
     """Search grounded reasoning chains with a teacher VLM and store every tree."""
     from ..config import ConfigError, build_run_config, load_recipe
     from ..generate import Aborted, Interrupted, default_data, run_generate
+    from ..planning import all_done, dump_config, finished_here
     from ..protocol import inline_texts, load_with_protocol
     from ..progress import count_samples, resume_line
     from ..samples import SampleLoadError
@@ -93,7 +81,7 @@ def generate(
         fail(str(exc))
     out_dir = out or Path("runs") / f"{task}-{choice.kind}"
     if print_config:
-        typer.echo(_dump(cfg.to_dict(), config_format), nl=False)
+        typer.echo(dump_config(cfg.to_dict(), config_format), nl=False)
         return
     kind = choice.kind
     if backend_missing(kind):
@@ -109,9 +97,9 @@ def generate(
         fail(f"{data_path}: no such file or directory")
     total = count_samples(data_path, cfg.limit)
     typer.echo(f"data: {cfg.data} ({'?' if total is None else total} samples)   run: {out_dir}", err=True)
-    done = _finished_here(out_dir, cfg.hash())
+    done = finished_here(out_dir, cfg.hash())
     if done is not None and not dry_run:
-        if total is not None and len(done) >= total and _all_done(data_path, cfg, done):
+        if total is not None and len(done) >= total and all_done(data_path, cfg, done):
             typer.echo(f"{out_dir}: {resume_line(len(done), total)} (the run is complete)", err=True)
             typer.echo(_next_export(out_dir), err=True)
             return
@@ -170,51 +158,17 @@ def _next_export(out_dir: Path) -> str:
     return f"next: mcts-engine export --run {out_dir}   (training data; `mcts-engine report --run {out_dir}` to look at the trees)"
 
 
-def _dump(d: dict[str, Any], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(d, indent=2, sort_keys=False, default=str) + "\n"
-    import yaml
-
-    return yaml.safe_dump(json.loads(json.dumps(d, default=str)), sort_keys=False)
-
-
-def _finished_here(out_dir: Path, config_hash: str) -> set[str] | None:
-    """Sample ids already finished in ``out_dir`` when it is a run of this same config, else None."""
-    from ..store import RunStore
-
-    cfg_path = out_dir / "config.json"
-    if not cfg_path.exists():
-        return None
-    try:
-        if json.loads(cfg_path.read_text()).get("hash") != config_hash:
-            return None
-    except (OSError, json.JSONDecodeError):
-        return None
-    return RunStore(out_dir).finished_ids()
-
-
-def _all_done(data_path: Path, cfg: Any, done: set[str]) -> bool:
-    """Whether every sample id the data yields (up to ``--limit``) is finished (ids read, no teacher)."""
-    from ..samples import Sample, SampleLoadError, load_samples, unique_samples
-
-    try:
-        items = unique_samples(load_samples(data_path, cfg.image_root, cfg.task), cfg.limit)
-        return all(isinstance(it, Sample) and it.id in done for it in items)
-    except (SampleLoadError, OSError, ValueError):
-        return False
-
-
 def _dry_run(cfg: Any, out_dir: Path, total: int | None, k: int, force: bool, already: int) -> None:
     """A pilot of ``k`` samples not yet done (kept in the run: the real run resumes after them), then the projection."""
     from dataclasses import replace
 
     from ..generate import Aborted, run_generate
-    from ..progress import fmt_duration
+    from ..planning import pilot_limit, project, projection_lines
     from ..samples import SampleLoadError
     from ..store import RunError
     from ..teachers.base import TeacherUnavailable
 
-    limit = already + k if cfg.limit is None else min(cfg.limit, already + k)
+    limit = pilot_limit(cfg.limit, already, k)
     typer.echo(f"dry run: pilot of {max(0, limit - already)} sample(s) into {out_dir} (kept: the real run resumes after them)", err=True)
     try:
         stats = run_generate(replace(cfg, limit=limit), out_dir, force=force, progress=False)
@@ -227,15 +181,9 @@ def _dry_run(cfg: Any, out_dir: Path, total: int | None, k: int, force: bool, al
     except ValueError as exc:
         _finish(stats, out_dir)  # prints why the pilot failed, exits 1
         fail(str(exc), 1)
-    per = proj["per_sample"]
-    typer.echo(f"measured on {proj['pilot_trees']} tree(s) in the run ({stats['solved']} solved): per sample {per['calls']:.1f} calls, "
-               f"{per['choices']:.1f} choices, {per['prompt_tokens']:.0f} prompt + {per['completion_tokens']:.0f} completion tokens")
-    wall = "unknown (no call timed in this session)" if proj["wall_s"] is None else (
-        f"{fmt_duration(proj['wall_s'])} at the pilot's {rate:.2f} calls/s (more trees in flight usually go faster)")
-    typer.echo(
-        f"projected for {proj['samples']} samples: {proj['calls']:,} calls, {proj['choices']:,} choices, "
-        f"{proj['prompt_tokens']:,} prompt tokens, {proj['completion_tokens']:,} completion tokens, wall time {wall}"
-    )
+    measured, projected = projection_lines(proj, stats, rate)
+    typer.echo(measured)
+    typer.echo(projected)
     if stats.get("failed"):
         typer.echo(f"pilot failures: {stats['failed']} (see {out_dir / 'failures.jsonl'})", err=True)
     typer.echo("next: run the same command without --dry-run", err=True)

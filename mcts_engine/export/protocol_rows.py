@@ -8,7 +8,7 @@ training its checkpoints (``docs/protocols.md``):
   time), under ``none`` an empty one;
 - the first user turn: ``user_text`` (task | question);
 - multi-turn rows: every observation turn is rewritten with the protocol's ``observation_text`` and its crop is
-  cut again from the stored frame with the protocol's geometry (``environment.zoom``: the same code the search,
+  cut again from the stored frame with the protocol's geometry (``zoom.environment.zoom``: the same code the search,
   eval and the trainer's rollouts run); the ``multiturn`` column carries the protocol's keys so a GRPO rollout
   crops and words its observations the same way.
 
@@ -102,11 +102,11 @@ def env_settings(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
 def recut_chains(chains: list[Any], frame_image: Any, env: dict[str, Any], encode: Any) -> tuple[list[Any], dict[str, Any]]:
     """Multi-turn chains in the protocol, and the crops they now show: each observation's text is the protocol's
     template at the same point, its crop is cut again from ``frame_image`` (the frame the search saw) with the
-    protocol's geometry (``environment.zoom``), stored with ``encode(PIL image)``. The returned crops dict is
+    protocol's geometry (``zoom.environment.zoom``), stored with ``encode(PIL image)``. The returned crops dict is
     keyed by each new observation's ``image.file`` (``protocol:<n>``), as ``export.rows.mt_sft_row`` reads it."""
     from dataclasses import replace
 
-    from ..environment import observation_text, zoom
+    from ..zoom.environment import observation_text, zoom
     from ..protocol import observation_template
 
     cfg = from_dict(MultiTurnConfig, {k: v for k, v in env.items() if k in MultiTurnConfig.__dataclass_fields__}, "multiturn")

@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import SearchConfig
-from ..environment import check_tool_step
+from ..zoom.environment import check_tool_step
 from ..grounding import ParsedStep, Point, parse_step
-from ..teachers.base import Continuation, Observation, PromptState, Teacher, TeacherError, Turn, observes_inline
+from ..teachers.base import Continuation, StepObservation, PromptState, Teacher, TeacherError, Turn, observes_inline
 from ..verifiers import Verdict
 from . import select
 from .select import backup, close_all, open_children, puct, refresh_closed, uct
@@ -191,7 +191,7 @@ class TreeSearch:
         teacher: Teacher,
         cfg: SearchConfig,
         verify: Callable[[str | None], Verdict],
-        observe: Callable[[Point], tuple[Observation, dict]] | None = None,
+        observe: Callable[[Point], tuple[StepObservation, dict]] | None = None,
         max_errors: int | None = None,
         states: dict[int, PromptState] | None = None,
         counters: SearchCounters | None = None,

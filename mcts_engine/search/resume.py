@@ -32,11 +32,11 @@ from typing import Any
 
 from ..grounding import Frame, Point
 from ..samples import EncodedImage
-from ..teachers.base import Observation, PromptState, Teacher, TeacherReply, Turn
+from ..teachers.base import StepObservation, PromptState, Teacher, TeacherReply, Turn
 from .mcts import SearchCounters
 from .tree import Node, Tree
 
-Observer = Callable[[Point], tuple[Observation, dict[str, Any]]]
+Observer = Callable[[Point], tuple[StepObservation, dict[str, Any]]]
 
 
 class TrackedTeacher:
@@ -68,7 +68,7 @@ def snapshot(tree: Tree, counters: SearchCounters, waiting: int = 0) -> dict[str
     return d
 
 
-def read_observation(run_dir: Path, record: dict[str, Any]) -> Observation | None:
+def read_observation(run_dir: Path, record: dict[str, Any]) -> StepObservation | None:
     """The observation a multi-turn node's record describes, its crop read back from ``run_dir``; None when
     the file is missing, outside the run directory, or does not match the record's content key."""
     try:
@@ -83,16 +83,16 @@ def read_observation(run_dir: Path, record: dict[str, Any]) -> Observation | Non
         w, h = int(img["width"]), int(img["height"])
         frame = Frame(w, h, int(img.get("orig_width", w)), int(img.get("orig_height", h)))
         enc = EncodedImage(key=str(img["key"]), frame=frame, mime=str(img["mime"]), data=data)
-        return Observation(text=str(record["text"]), images=(enc,))
+        return StepObservation(text=str(record["text"]), images=(enc,))
     except (KeyError, TypeError, ValueError, OSError):
         return None
 
 
-def crop_loader(run_dir: Path | None, observe: Observer | None) -> Callable[[Node], Observation]:
+def crop_loader(run_dir: Path | None, observe: Observer | None) -> Callable[[Node], StepObservation]:
     """Multi-turn: a node → its observation (stored crop, else cropped again; then the node's record is
     replaced by the observer's). ``ValueError`` when neither is possible."""
 
-    def load(node: Node) -> Observation:
+    def load(node: Node) -> StepObservation:
         obs = read_observation(run_dir, node.observation) if run_dir is not None and node.observation else None
         if obs is not None:
             return obs
@@ -106,7 +106,7 @@ def crop_loader(run_dir: Path | None, observe: Observer | None) -> Callable[[Nod
 
 
 def rebuild_states(tree: Tree, root_state: PromptState,
-                   observation: Callable[[Node], Observation | None] | None = None) -> dict[int, PromptState]:
+                   observation: Callable[[Node], StepObservation | None] | None = None) -> dict[int, PromptState]:
     """The prompt state of every non-terminal node (see the module docstring)."""
     states = {0: root_state}
     for node in tree.nodes[1:]:

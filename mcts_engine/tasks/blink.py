@@ -8,7 +8,7 @@ into option text at load. Reported as BLINK does: accuracy per ``sub_task`` and 
 
 from __future__ import annotations
 
-from ..eval import EvalSpec
+from ..evaluation.scoring import EvalSpec
 from . import register
 from .base import STEP_RULES
 from .sat2 import SAT2

@@ -6,7 +6,7 @@ OS-ATLAS boxes are normalized to [0, 1] and converted to original pixels at load
 
 from __future__ import annotations
 
-from ..eval import EvalSpec
+from ..evaluation.scoring import EvalSpec
 from . import register
 from .screenspot import PointTask
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..eval import EvalSpec
+from ..evaluation.scoring import EvalSpec
 from ..grounding import Frame
 from ..samples import Sample, split_options
 from ..verifiers import Verdict, match_choice, option_letter, resolve_choice

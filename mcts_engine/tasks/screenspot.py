@@ -16,7 +16,7 @@ import random
 import re
 from typing import Any
 
-from ..eval import EvalSpec
+from ..evaluation.scoring import EvalSpec
 from ..grounding import Frame
 from ..samples import Sample
 from ..verifiers import Verdict, parse_point_answer, point_in_box

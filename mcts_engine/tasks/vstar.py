@@ -8,7 +8,7 @@ presents options in a fixed per-item shuffled order. Reported per ``category`` a
 
 from __future__ import annotations
 
-from ..eval import EvalSpec
+from ..evaluation.scoring import EvalSpec
 from . import register
 from .base import STEP_RULES
 from .sat2 import SAT2

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..eval import EvalSpec
+from ..evaluation.scoring import EvalSpec
 from ..grounding import Frame
 from ..samples import Sample
 from ..verifiers import Verdict, match_web_action, parse_web_action

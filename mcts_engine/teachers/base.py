@@ -7,7 +7,7 @@ never knows which backend it talks to.
 Prompt states are append-only along a path: a child's state is its parent's plus the parent's step
 (and the observation the environment returned for it, in the multi-turn variant), so a server's prefix
 cache serves every sibling and descendant. Images are resized and encoded ONCE per sample
-(:class:`SampleContext`) and referenced, never re-encoded, by every state.
+(:class:`PromptContext`) and referenced, never re-encoded, by every state.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..tasks.base import CONTINUE_PROMPT, FORCE_ANSWER_PROMPT, Task
 
 
 @dataclass(frozen=True)
-class Observation:
+class StepObservation:
     """What the environment shows after a step (multi-turn zoom: a crop). ``text`` marks where each
     image goes with ``<image>`` (images first when it has no marker)."""
 
@@ -34,11 +34,11 @@ class Turn:
     """One assistant response on the path (complete text, closing tag included) and its observation."""
 
     text: str
-    observation: Observation | None = None
+    observation: StepObservation | None = None
 
 
 @dataclass(eq=False)
-class SampleContext:
+class PromptContext:
     """Per-sample state shared by every prompt of its tree: encoded images, frames, prompt texts."""
 
     sample: Sample
@@ -67,7 +67,7 @@ class SampleContext:
 
 @dataclass(frozen=True)
 class PromptState:
-    context: SampleContext
+    context: PromptContext
     turns: tuple[Turn, ...] = ()
     force_answer: bool = False  # the last allowed step: the reply must be the final answer
     # A one-shot reply (eval, single pass): the whole chain ``<think> … </think><answer> … </answer>`` in ONE
@@ -153,14 +153,14 @@ def system_messages(system: str | None) -> list[dict[str, Any]]:
     return [] if system is None else [{"role": "system", "content": system}]
 
 
-def head_messages(ctx: SampleContext) -> list[dict[str, Any]]:
+def head_messages(ctx: PromptContext) -> list[dict[str, Any]]:
     """System (unless ``ctx.system`` is None) + first user turn (images then question). Constant per sample."""
     content: list[dict[str, Any]] = [image_part(img) for img in ctx.images]
     content.append({"type": "text", "text": ctx.user_text})
     return system_messages(ctx.system) + [{"role": "user", "content": content}]
 
 
-def _observation_message(obs: Observation) -> dict[str, Any]:
+def _observation_message(obs: StepObservation) -> dict[str, Any]:
     pieces = obs.text.split(IMAGE_MARKER)
     if len(pieces) == 1:
         pieces = [""] * len(obs.images) + pieces

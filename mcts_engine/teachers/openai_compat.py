@@ -7,13 +7,13 @@ how long to wait is ``retry.py``; URLs and their credentials are ``urls.py``.
 Choices made here (each one a measured or documented need):
 
 - **Siblings in ONE request** with ``n``; ``stop`` = the closing tags that end one response
-  (``SampleContext.stop``: ``STEP_STOPS``, or the multi-turn variant's; only ``</answer>`` one-shot).
+  (``PromptContext.stop``: ``STEP_STOPS``, or the multi-turn variant's; only ``</answer>`` one-shot).
 - **Prompt styles** (``teacher.prompt_style``): ``continue`` sends vLLM's ``continue_final_message: true,
   add_generation_prompt: false`` whenever the path ends in an assistant message (steps so far, or the
   ``<answer>`` pre-fill of a forced answer), and the pre-fill is prepended to every returned choice;
   ``plain`` sends steps as assistant turns with a short user turn after each (any server).
 - **Request bodies are spliced, not re-serialized**: the per-sample head (system + user turn with the
-  base64 image) is serialized ONCE into ``SampleContext.cache`` and joined as bytes with the small tail
+  base64 image) is serialized ONCE into ``PromptContext.cache`` and joined as bytes with the small tail
   (the path's steps) and the sampling parameters (cached per ``n``, prompt style and stops). No SDK
   builds the request: the ``openai`` client's request models would re-serialize the image every time
   (≈ 2.8 ms of CPU per request against ≈ 0.2 ms here; README, "Generation benchmark").
@@ -70,7 +70,7 @@ from .http import HTTPTransport, RequestFailed, TransportConfigError, one_line
 from .retry import MALFORMED, NO_RESPONSE, retry_delay
 from .urls import parse_base_urls, public_url, split_credentials
 
-HEAD_CACHE_KEY = "openai_compat.head_json"  # SampleContext.cache: the serialized system + user messages
+HEAD_CACHE_KEY = "openai_compat.head_json"  # PromptContext.cache: the serialized system + user messages
 CHECK_TIMEOUT_S = 30.0  # GET /models before any work
 _backoff_sleep = asyncio.sleep  # the wait before a retry (tests record the delays through it)
 

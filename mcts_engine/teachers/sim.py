@@ -1,7 +1,7 @@
 """A scripted SIMULATED teacher — not a model.
 
 It exists so that every command runs on a laptop with no GPU and no download (demos, tests,
-benchmarks). It reads the sample's *annotations* (``SampleContext.hint_boxes``, in the teacher's
+benchmarks). It reads the sample's *annotations* (``PromptContext.hint_boxes``, in the teacher's
 frame) to write plausible grounded steps, and answers correctly with a tunable probability that rises
 with the number of distinct annotated regions the path has looked at (so search has a signal to find).
 Once a path has looked at every annotated region, its further steps look at other places of the frame, as
@@ -25,7 +25,7 @@ import random
 from typing import Any
 
 from ..config import TeacherConfig
-from ..environment import format_tool_call
+from ..zoom.environment import format_tool_call
 from ..grounding import format_answer, format_chain, format_step, parse_step
 from .base import Continuation, PromptState, TeacherReply, Turn
 

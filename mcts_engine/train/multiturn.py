@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ConfigError, MultiTurnConfig, from_dict
-from ..environment import MULTITURN_STOPS, crop_output_size, observation_text
+from ..zoom.environment import MULTITURN_STOPS, crop_output_size, observation_text
 from ..protocol import final_turn, observation_template
-from ..environment import observe as environment_observe
+from ..zoom.environment import observe as environment_observe
 from ..grounding import Frame, parse_step
-from ..multiturn import Episode as TurnRecord
-from ..multiturn import take_turn
+from ..zoom.episode import ZoomEpisode as TurnRecord
+from ..zoom.episode import take_turn
 from ..teachers.base import Continuation
 from .data import TURN_END, SpecialIds, encode, image_tokens, normalize_messages, render
 from .model import TrainSetupError

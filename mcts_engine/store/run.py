@@ -22,14 +22,18 @@ not JSON is reported as an error naming ``FILE:LINE`` and the rest is still read
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .runfiles import (LOCK, DuplicateSample, RunError, RunLock, RunLocked, StoreWriteError, append_lines,
+from .files import (LOCK, DuplicateSample, RunError, RunLock, RunLocked, StoreWriteError, append_lines,
                        atomic_write, decode_line, iter_jsonl, json_line, repair_tail, check_run_dir)
-from .search.tree import Tree
+from ..search.tree import Tree
+
+if TYPE_CHECKING:
+    from ..samples import EncodedImage
 
 CONFIG, TREES, FAILURES, STATS = "config.json", "trees.jsonl", "failures.jsonl", "stats.json"
 INFLIGHT = "inflight.jsonl"
@@ -285,5 +289,20 @@ class RunStore:
         atomic_write(self.path / STATS, json.dumps(stats, indent=2, sort_keys=True, default=str))
 
 
+def save_image(enc: EncodedImage, image_dir: Path | None) -> dict[str, Any]:
+    """Write an encoded image once (content-addressed) and return its record for the tree."""
+    ext = "jpg" if enc.mime == "image/jpeg" else "png"
+    if image_dir is not None:
+        path = image_dir / f"{enc.key}.{ext}"
+        if not path.exists():
+            # one temporary name per thread: samples sharing an image (or a crop) may save it concurrently
+            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_bytes(enc.data)
+            tmp.replace(path)
+    f = enc.frame
+    return {"key": enc.key, "file": f"images/{enc.key}.{ext}", "width": f.width, "height": f.height, "mime": enc.mime,
+            "orig_width": f.orig_width, "orig_height": f.orig_height}
+
+
 __all__ = ["RunStore", "InflightLog", "RunLock", "RunError", "RunLocked", "StoreWriteError", "DuplicateSample",
-           "check_run_dir", "CONFIG", "TREES", "FAILURES", "STATS", "INFLIGHT", "LOCK"]
+           "check_run_dir", "save_image", "CONFIG", "TREES", "FAILURES", "STATS", "INFLIGHT", "LOCK"]

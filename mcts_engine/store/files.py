@@ -1,4 +1,4 @@
-"""File primitives of the run directory (``store.py`` builds on them): the errors, whole-line appends that
+"""File primitives of the run directory (``store/run.py`` builds on them): the errors, whole-line appends that
 never leave a partial line, atomic rewrites, cutting a torn last line, decoding JSONL line by line from bytes,
 and the directory's lock.
 """

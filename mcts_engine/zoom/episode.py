@@ -2,7 +2,7 @@
 
 Used by ``mcts-engine eval --multiturn`` and ``mcts-engine demo`` (the search has its own tree-shaped loop, the
 trainer its own token-level one; all three run the same environment: ``environment.check_tool_step`` decides
-whether a turn's tool call is valid, ``generate.make_observer`` crops, encodes and records the crop).
+whether a turn's tool call is valid, ``zoom.observer.make_observer`` crops, encodes and records the crop).
 
 One episode, turn by turn (``run_episode``):
 
@@ -37,16 +37,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import MultiTurnConfig
+from ..config import MultiTurnConfig
 from .environment import MULTITURN_STOPS, check_tool_step
-from .grounding import Frame, Point, parse_step
-from .protocol import final_turn
-from .teachers.base import Continuation, Observation, PromptState, SampleContext, Teacher, Turn, observes_inline
+from ..grounding import Frame, Point, parse_step
+from ..protocol import final_turn
+from .observer import make_observer
+from ..teachers.base import Continuation, StepObservation, PromptState, PromptContext, Teacher, Turn, observes_inline
 
-Observer = Callable[[Point], tuple[Observation, dict[str, Any]]]
+Observer = Callable[[Point], tuple[StepObservation, dict[str, Any]]]
 TurnCallback = Callable[[int, int, "EpisodeTurn"], None]
 
-# How an episode ended (``Episode.end``); every value but "answer" means there is no answer.
+# How an episode ended (``ZoomEpisode.end``); every value but "answer" means there is no answer.
 END_REASONS = ("answer", "bad_tool_call", "no_tool_call", "out_of_frame", "invalid_turn", "truncated",
                "no_answer_at_max_turns", "no_reply")
 
@@ -63,7 +64,7 @@ class EpisodeTurn:
     point: Point | None = None  # the zoom point of a valid tool call
     repeated: bool = False  # the episode had zoomed on this exact point before
     error: str | None = None  # why this turn ended the episode without an answer
-    observation: Observation | None = None  # the crop as shown to the model (in memory only)
+    observation: StepObservation | None = None  # the crop as shown to the model (in memory only)
     record: dict[str, Any] | None = None  # the observer's record: point, box, text, image file
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +89,7 @@ class EpisodeTurn:
 
 
 @dataclass
-class Episode:
+class ZoomEpisode:
     turns: list[EpisodeTurn] = field(default_factory=list)
     answer: str | None = None
     end: str = ""  # one of END_REASONS
@@ -118,7 +119,7 @@ class Episode:
                 "requests": self.requests, "prompt_tokens": self.prompt_tokens}
 
 
-def as_multiturn(ctx: SampleContext, frame_images: tuple[Any, ...] | list[Any], system: str | None = None) -> SampleContext:
+def as_multiturn(ctx: PromptContext, frame_images: tuple[Any, ...] | list[Any], system: str | None = None) -> PromptContext:
     """A multi-turn copy of ``ctx``: steps stop at ``</tool_call>``/``</answer>``, the resized ``frame_images``
     (the images the model sees; the environment crops the first) attached, and optionally another system prompt
     (``None`` keeps ``ctx.system``, which may itself be ``None``: no system message)."""
@@ -128,7 +129,7 @@ def as_multiturn(ctx: SampleContext, frame_images: tuple[Any, ...] | list[Any], 
                    frame_images=tuple(frame_images), cache={})
 
 
-def take_turn(episode: Episode, cont: Continuation, forced: bool, frame: Frame) -> tuple[EpisodeTurn, Point | None]:
+def take_turn(episode: ZoomEpisode, cont: Continuation, forced: bool, frame: Frame) -> tuple[EpisodeTurn, Point | None]:
     """Classify one reply and append it to ``episode`` (no I/O). Returns the turn and the point to zoom on, or
     ``None`` when the episode is over (``episode.end`` set)."""
     step = parse_step(cont.text)
@@ -161,7 +162,7 @@ def take_turn(episode: Episode, cont: Continuation, forced: bool, frame: Frame) 
 
 async def run_episode(
     teacher: Teacher,
-    ctx: SampleContext,
+    ctx: PromptContext,
     mcfg: MultiTurnConfig,
     max_turns: int,
     *,
@@ -170,7 +171,7 @@ async def run_episode(
     image_format: str = "auto",
     image_quality: int = 90,
     on_turn: TurnCallback | None = None,
-) -> list[Episode]:
+) -> list[ZoomEpisode]:
     """Run ``n`` episodes of at most ``max_turns`` assistant turns (the last one forced to answer).
 
     ``ctx`` must be multi-turn (``prepare_context`` with ``multiturn.enabled``, or :func:`as_multiturn`).
@@ -178,10 +179,8 @@ async def run_episode(
     (crops in memory, no files). ``on_turn(episode_index, turn_index, turn)`` is called after each turn (the
     demo prints them). Teacher errors propagate (the caller records the item as failed).
     """
-    from .generate import make_observer  # generate imports the search stack; keep this module light to import
-
     if not ctx.multiturn or not ctx.frame_images:
-        raise ValueError("run_episode needs a multi-turn SampleContext (see as_multiturn)")
+        raise ValueError("run_episode needs a multi-turn PromptContext (see as_multiturn)")
     prefill, final_user = final_turn(mcfg)  # the last turn's format is the environment's (multiturn.final_*)
     if (ctx.final_prefill, ctx.final_user_text) != (prefill, final_user):
         ctx = replace(ctx, final_prefill=prefill, final_user_text=final_user)
@@ -189,7 +188,7 @@ async def run_episode(
     max_turns = max(1, int(max_turns))
     n = max(1, int(n))
     frame = ctx.frame
-    episodes = [Episode() for _ in range(n)]
+    episodes = [ZoomEpisode() for _ in range(n)]
     states = [PromptState(ctx) for _ in range(n)]
     inline = observes_inline(teacher)
 
@@ -244,11 +243,11 @@ async def run_episode(
     return episodes
 
 
-def score_episode(task: Any, episode: Episode, truth: dict[str, Any], frame: Frame) -> dict[str, Any]:
-    """One episode → its scored eval output: the single-pass output's keys (``mcts_engine.eval`` reads them:
+def score_episode(task: Any, episode: ZoomEpisode, truth: dict[str, Any], frame: Frame) -> dict[str, Any]:
+    """One episode → its scored eval output: the single-pass output's keys (``evaluation.scoring`` reads them:
     ``well_formed`` = ended with an answer, ``points`` = valid zooms, ``points_out_of_frame`` = out-of-frame tool
     calls) plus ``turns`` and ``end``."""
-    from .verifiers import parse_point_answer
+    from ..verifiers import parse_point_answer
 
     verdict = task.verify(episode.answer, truth)
     answer_out = None
@@ -273,4 +272,4 @@ def score_episode(task: Any, episode: Episode, truth: dict[str, Any], frame: Fra
     }
 
 
-__all__ = ["Episode", "EpisodeTurn", "END_REASONS", "as_multiturn", "take_turn", "run_episode", "score_episode"]
+__all__ = ["ZoomEpisode", "EpisodeTurn", "END_REASONS", "as_multiturn", "take_turn", "run_episode", "score_episode"]

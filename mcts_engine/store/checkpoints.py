@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .search.mcts import TreeSearch
-from .search.resume import TrackedTeacher, snapshot
-from .store import INFLIGHT, TREES, InflightLog, StoreWriteError
+from ..search.mcts import TreeSearch
+from ..search.resume import TrackedTeacher, snapshot
+from .run import INFLIGHT, TREES, InflightLog, StoreWriteError
 
 
 class Interrupted(RuntimeError):

@@ -24,7 +24,7 @@ Choices (stated once, used everywhere):
   Var = Σ_g s_g²/n_g / G² (a group of one item contributes the binary worst case s² = 0.25).
 - Groups are read from each record's ``groups`` (the sample's metadata); a spec key ``"a+b"`` crosses two
   keys ("mobile/icon"). Keys that no record has are left out of the summary.
-- Multi-turn outputs (``eval --multiturn``; ``mcts_engine.multiturn.score_episode``) carry ``turns`` (one entry
+- Multi-turn outputs (``eval --multiturn``; ``mcts_engine.zoom.episode.score_episode``) carry ``turns`` (one entry
   per assistant turn: text, zoom point, crop file, error) and ``end`` (how the episode ended). They are scored
   exactly like single-pass outputs; the summary adds turn statistics (``turn_stats``) when any output has turns.
 """

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from .config import DEFAULT_OBSERVATION_TEXT, MultiTurnConfig
-from .grounding import TOOL_CLOSE, TOOL_OPEN, Frame, ParsedStep, Point
-from .protocol import observation_template
+from ..config import DEFAULT_OBSERVATION_TEXT, MultiTurnConfig
+from ..grounding import TOOL_CLOSE, TOOL_OPEN, Frame, ParsedStep, Point
+from ..protocol import observation_template
 
 TOOL_NAME = "search_coordinate"
 OBSERVATION_OPEN, OBSERVATION_CLOSE = "<observation>", "</observation>"
