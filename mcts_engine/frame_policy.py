@@ -22,7 +22,8 @@ from typing import Any, TextIO
 
 from PIL import Image
 
-from .grounding import Frame, capped_frame, capped_size  # noqa: F401 - the cap's frame math, re-exported
+from .frame import Frame, capped_frame
+from .grounding import capped_size  # noqa: F401 - the cap's frame math, re-exported
 from .samples import EncodedImage, FrameCache
 
 

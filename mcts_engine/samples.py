@@ -30,7 +30,7 @@ from typing import Any, Union
 from PIL import Image
 
 from .config import IMAGE_FORMATS, InputConfig
-from .grounding import Frame, capped_frame, frame_for
+from .frame import Frame, capped_frame, frame_for
 from .input_checks import DEFAULT_INPUTS, confine, decode_json_line, iter_lines, iter_parquet_rows, open_bounded, sample_problem
 from .options import split_options  # the one option parser (the tasks import it from here too)
 from .png_writer import encode_png

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from mcts_engine.export.formats import export_run, features_for
 from mcts_engine.export.linearize import ExportConfig
-from mcts_engine.grounding import frame_for
+from mcts_engine.frame import frame_for
 from mcts_engine.samples import load_frame
 from mcts_engine.search.tree import Tree
 from mcts_engine.store import RunStore

@@ -296,7 +296,7 @@ def image_prep(repeats: int) -> None:
 
     from PIL import Image
 
-    from mcts_engine.grounding import frame_for
+    from mcts_engine.frame import frame_for
     from mcts_engine.png_writer import encode_png_rgb
     from mcts_engine.samples import open_image
 

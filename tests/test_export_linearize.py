@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mcts_engine.export.linearize import ExportConfig, Linearizer, rescale_text
-from mcts_engine.grounding import Frame, check_chain, format_chain
+from mcts_engine.frame import Frame
+from mcts_engine.grounding import check_chain, format_chain
 from mcts_engine.search.tree import Tree
 
 from _export_helpers import TRUTH, answer, frame, rich_tree, sample_record, think

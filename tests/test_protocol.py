@@ -14,7 +14,7 @@ from mcts_engine.config import ConfigError, MultiTurnConfig, RunConfig, build_ru
 from mcts_engine.environment import crop_box, crop_output_size, observation_text, zoom
 from mcts_engine.frame_policy import DownscaleWatch, capped_frame, capped_size
 from mcts_engine.samples import load_frame
-from mcts_engine.grounding import Frame
+from mcts_engine.frame import Frame
 from mcts_engine.protocol import (
     PROTOCOLS,
     final_turn,

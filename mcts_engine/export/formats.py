@@ -58,7 +58,8 @@ from typing import Any
 from PIL import Image
 
 from ..config import InputConfig
-from ..grounding import IMAGE_MARKER, Frame, check_chain, extract_answer, frame_for
+from ..frame import Frame, frame_for
+from ..grounding import IMAGE_MARKER, check_chain, extract_answer
 from ..input_checks import DEFAULT_INPUTS, confine, open_bounded
 from ..png_writer import encode_png
 from ..samples import Sample

@@ -53,11 +53,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..frame import Frame
 from ..grounding import (
     _POINT_RE,
     IMAGE_MARKER,
     THINK_OPEN,
-    Frame,
     Point,
     find_points,
     format_answer,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..eval import EvalSpec
-from ..grounding import Frame
+from ..frame import Frame
 from ..samples import Sample, split_options
 from ..verifiers import Verdict, match_choice, option_letter, resolve_choice
 from . import register

@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from ..eval import EvalSpec
-from ..grounding import Frame
+from ..frame import Frame
 from ..samples import Sample
 from ..verifiers import Verdict, parse_point_answer, point_in_box
 from . import register

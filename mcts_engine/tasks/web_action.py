@@ -15,7 +15,7 @@ import random
 from typing import Any
 
 from ..eval import EvalSpec
-from ..grounding import Frame
+from ..frame import Frame
 from ..samples import Sample
 from ..verifiers import Verdict, match_web_action, parse_web_action
 from . import register

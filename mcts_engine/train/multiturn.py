@@ -38,7 +38,8 @@ from ..config import ConfigError, MultiTurnConfig, from_dict
 from ..environment import MULTITURN_STOPS, crop_output_size, observation_text
 from ..protocol import final_turn, observation_template
 from ..environment import observe as environment_observe
-from ..grounding import Frame, parse_step
+from ..frame import Frame
+from ..grounding import parse_step
 from ..multiturn import Episode as TurnRecord
 from ..multiturn import take_turn
 from ..teachers.base import Continuation
