@@ -28,11 +28,10 @@ from .checkpoints import Checkpointer, Interrupted, route_signals
 from .config import MultiTurnConfig, RunConfig, validate_run_config
 from .environment import MULTITURN_STOPS, observation_text, zoom
 from .failures import group_failures, open_failures
-from .frame_policy import watch_downscale
 from .grounding import ANSWER_OPEN, STEP_STOPS, Point
 from .progress import CountingTeacher, Progress, count_samples
 from .protocol import final_turn, observation_template, teacher_system
-from .samples import EncodedImage, FrameCache, Sample, SampleError, encode_image, load_samples, unique_samples
+from .samples import EncodedImage, FrameCache, Sample, SampleError, encode_image, load_samples, unique_samples, watch_downscale
 from .search.mcts import TreeSearch
 from .search.resume import Resumed, TrackedTeacher, resume
 from .search.scheduler import Aborted, run_bounded

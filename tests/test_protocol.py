@@ -12,9 +12,7 @@ from typer.testing import CliRunner
 from mcts_engine.cli import app
 from mcts_engine.config import ConfigError, MultiTurnConfig, RunConfig, build_run_config, load_recipe
 from mcts_engine.environment import crop_box, crop_output_size, observation_text, zoom
-from mcts_engine.frame_policy import DownscaleWatch, capped_frame, capped_size
-from mcts_engine.samples import load_frame
-from mcts_engine.frame import Frame
+from mcts_engine.frame import Frame, capped_frame, capped_size
 from mcts_engine.protocol import (
     PROTOCOLS,
     final_turn,
@@ -25,7 +23,7 @@ from mcts_engine.protocol import (
     resolve_system_prompt,
     user_text,
 )
-from mcts_engine.samples import Sample, encode_image
+from mcts_engine.samples import DownscaleWatch, Sample, encode_image, load_frame
 from mcts_engine.tasks import get_task
 from mcts_engine.teachers.base import PromptState, SampleContext, Turn, build_messages
 

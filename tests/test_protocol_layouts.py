@@ -10,7 +10,7 @@ from PIL import Image
 
 from mcts_engine.samples import Sample, SampleError, load_samples, open_image
 from mcts_engine.tasks import get_task
-from mcts_engine.vigorl_layouts import benchmark_of, parse_options
+from mcts_engine.samples.vigorl import benchmark_of, parse_options
 
 
 def released(root: Path, rel: str, rows: list[dict], images: dict[str, tuple[int, int]]) -> Path:

@@ -60,9 +60,9 @@ from PIL import Image
 from ..config import InputConfig
 from ..frame import Frame, frame_for
 from ..grounding import IMAGE_MARKER, check_chain, extract_answer
-from ..input_checks import DEFAULT_INPUTS, confine, open_bounded
-from ..png_writer import encode_png
 from ..samples import Sample
+from ..samples.bounds import DEFAULT_INPUTS, confine, open_bounded
+from ..samples.png import encode_png
 from ..search.tree import Tree
 from ..store import RunStore
 from .linearize import Chain, ExportConfig, Linearizer, MultiTurnChain, Pair, PrmRow
