@@ -39,7 +39,7 @@ ACTION_SPACE = (
 
 
 @register
-class WebAction(Task):
+class WebActionTask(Task):
     name = "web_action"
     teacher_prompt = (
         "You are a web agent. The screenshot marks interactive elements with numeric ids. "
