@@ -1,4 +1,4 @@
-"""ViGoRL's released dataset layouts (``vigorl_layouts.py``): fixtures in those layouts, built in the test."""
+"""ViGoRL's released dataset layouts (``samples/vigorl.py``): fixtures in those layouts, built in the test."""
 
 from __future__ import annotations
 
