@@ -27,11 +27,10 @@ from typing import Any
 from .store.checkpoints import Checkpointer, Interrupted, route_signals
 from .config import RunConfig, validate_run_config
 from .failures import group_failures, open_failures
-from .frame_policy import watch_downscale
 from .grounding import ANSWER_OPEN, STEP_STOPS
 from .progress import CountingTeacher, Progress, count_samples
 from .protocol import final_turn, teacher_system
-from .samples import FrameCache, Sample, SampleError, load_samples, unique_samples
+from .samples import FrameCache, Sample, SampleError, load_samples, unique_samples, watch_downscale
 from .search.mcts import TreeSearch
 from .search.resume import Resumed, TrackedTeacher, resume
 from .search.scheduler import Aborted, run_bounded

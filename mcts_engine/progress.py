@@ -120,7 +120,8 @@ def count_samples(path: str | Path, limit: int | None = None) -> int | None:
 
 
 def _count(p: Path) -> int | None:
-    from .loaders import VSTAR_IMAGE_EXT, _SCREENSPOT_FILE
+    from .tasks.screenspot import SCREENSPOT_FILE
+    from .tasks.vstar import VSTAR_IMAGE_EXT
 
     if p.is_file():
         if p.suffix == ".jsonl":
@@ -132,7 +133,7 @@ def _count(p: Path) -> int | None:
         return None
     if not p.is_dir():
         return None
-    shots = sorted(f for f in p.glob("*.json") if _SCREENSPOT_FILE.search(f.name))
+    shots = sorted(f for f in p.glob("*.json") if SCREENSPOT_FILE.search(f.name))
     if shots:
         return sum(_json_rows(f) for f in shots)
     ann = p / "annotations"

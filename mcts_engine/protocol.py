@@ -96,7 +96,7 @@ def user_text(task: Any, sample: Any, source: str = "task") -> str:
     if source == "task":
         return task.user_text(sample)
     if source == "question":
-        from .vigorl_layouts import parse_options
+        from .samples.vigorl import parse_options
 
         if not sample.choices or parse_options(sample.question):
             return str(sample.question)

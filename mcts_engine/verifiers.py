@@ -171,7 +171,7 @@ _FENCE = re.compile(r"```(?:[a-z]*\n)?(.*?)```", re.S)
 
 
 @dataclass(frozen=True)
-class WebAction:
+class ParsedWebAction:
     """A parsed action. ``element`` is the set-of-marks id (as an int string, leading zeros dropped),
     ``text`` the typed text / scroll direction / stop answer / key / url, ``enter`` the optional
     ``press_enter_after`` flag of ``type`` (recorded, never scored)."""
@@ -202,7 +202,7 @@ def _strip_action_text(text: str) -> str:
     return t.strip()
 
 
-def parse_web_action(text: str | None) -> WebAction | None:
+def parse_web_action(text: str | None) -> ParsedWebAction | None:
     """Parse ``click [12]``, ``type [7] [new york city] [1]``, ``scroll [down]`` (or ``[direction=down]``),
     ``go_back``, ``stop [answer]``, ``hover [id]``, ``press [key]``, ``goto [url]``; None if not an action.
 
@@ -221,14 +221,14 @@ def parse_web_action(text: str | None) -> WebAction | None:
     if kind not in WEB_ACTIONS:
         return None
     if kind in BARE_ACTIONS:
-        return WebAction(kind) if rest in {"", "[]"} else None
+        return ParsedWebAction(kind) if rest in {"", "[]"} else None
     if kind in ELEMENT_ACTIONS:
         em = _ELEMENT_ARG.match(rest)
         if not em:
             return None
         element, rest = str(int(em.group(1))), em.group(2).strip()
         if kind != "type":
-            return WebAction(kind, element) if rest == "" else None
+            return ParsedWebAction(kind, element) if rest == "" else None
         if not (rest.startswith("[") and rest.endswith("]")):
             return None
         body = rest[1:-1]  # between the first "[" and the last "]"
@@ -236,7 +236,7 @@ def parse_web_action(text: str | None) -> WebAction | None:
         fm = _ENTER_FLAG.match(body)
         if fm:
             body, enter = fm.group(1), fm.group(2) == "1"
-        return WebAction(kind, element, body.strip(), enter)
+        return ParsedWebAction(kind, element, body.strip(), enter)
     if not (rest.startswith("[") and rest.endswith("]")):
         return None
     arg = rest[1:-1].strip()
@@ -244,7 +244,7 @@ def parse_web_action(text: str | None) -> WebAction | None:
         arg = arg.lower().removeprefix("direction=").strip()
         if arg not in {"up", "down"}:
             return None
-    return WebAction(kind, None, arg)
+    return ParsedWebAction(kind, None, arg)
 
 
 def match_web_action(prediction: str | None, answer: str) -> Verdict:

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from mcts_engine.export.config import ExportConfig
 from mcts_engine.export.run import export_run
 from mcts_engine.export.schema import features_for
-from mcts_engine.grounding import frame_for
+from mcts_engine.frame import frame_for
 from mcts_engine.samples import load_frame
 from mcts_engine.search.tree import Tree
 from mcts_engine.store import RunStore

@@ -296,8 +296,8 @@ def image_prep(repeats: int) -> None:
 
     from PIL import Image
 
-    from mcts_engine.grounding import frame_for
-    from mcts_engine.png_writer import encode_png_rgb
+    from mcts_engine.frame import frame_for
+    from mcts_engine.samples.png import encode_png_rgb
     from mcts_engine.samples import open_image
 
     sets = {name: sorted(p for p in (ROOT / "data" / f"{name}_sample").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:8]

@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from mcts_engine.grounding import Frame, frame_for
+from mcts_engine.frame import Frame, frame_for
 from mcts_engine.search.tree import Node, Tree
 from mcts_engine.store import DuplicateSample, RunStore
 

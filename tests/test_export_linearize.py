@@ -7,7 +7,8 @@ import pytest
 from mcts_engine.export.config import ExportConfig
 from mcts_engine.export.items import rescale_text
 from mcts_engine.export.linearize import Linearizer
-from mcts_engine.grounding import Frame, check_chain, format_chain
+from mcts_engine.frame import Frame
+from mcts_engine.grounding import check_chain, format_chain
 from mcts_engine.search.tree import Tree
 
 from _export_helpers import TRUTH, answer, frame, rich_tree, sample_record, think

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import mcts_engine.samples as samples_mod
+import mcts_engine.samples.frames as frames_mod
+import mcts_engine.samples.images as images_mod
 from mcts_engine.cli import app
 from mcts_engine.samples import FrameCache
 
@@ -30,13 +31,13 @@ def _png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (300, 
 def counted(monkeypatch):
     """Count the real encodes (one per preparation)."""
     calls: list[int] = []
-    real = samples_mod.encode_image
+    real = images_mod.encode_image
 
     def counting(img, **kw):
         calls.append(1)
         return real(img, **kw)
 
-    monkeypatch.setattr(samples_mod, "encode_image", counting)
+    monkeypatch.setattr(images_mod, "encode_image", counting)
     return calls
 
 
@@ -92,7 +93,7 @@ def test_threads_asking_at_once_share_one_preparation(tmp_path, monkeypatch):
     cond = threading.Condition()
     state = {"preparing": 0, "waiting": 0}
     release = threading.Event()
-    real = samples_mod.load_frame
+    real = frames_mod.load_frame
 
     def held(*args, **kw):
         with cond:
@@ -108,8 +109,8 @@ def test_threads_asking_at_once_share_one_preparation(tmp_path, monkeypatch):
                 cond.notify_all()
             return super().wait(timeout)
 
-    monkeypatch.setattr(samples_mod, "load_frame", held)
-    monkeypatch.setattr(samples_mod, "threading", types.SimpleNamespace(Lock=threading.Lock, Event=CountedEvent))
+    monkeypatch.setattr(frames_mod, "load_frame", held)
+    monkeypatch.setattr(frames_mod, "threading", types.SimpleNamespace(Lock=threading.Lock, Event=CountedEvent))
     cache = FrameCache()
     got: list[object] = []
     threads = [threading.Thread(target=lambda: got.append(cache.get(img, None, MAXP, MINP, "png")), daemon=True)

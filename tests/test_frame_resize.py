@@ -22,7 +22,7 @@ import random
 
 import pytest
 
-from mcts_engine.grounding import frame_for, smart_resize
+from mcts_engine.frame import frame_for, smart_resize
 
 try:  # transformers 5.x: the PIL backend module (the default one needs torchvision)
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize

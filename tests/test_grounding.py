@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from mcts_engine.frame import Frame, frame_for, smart_resize
 from mcts_engine.grounding import (
     STEP_STOPS,
-    Frame,
     check_chain,
     complete_response,
     extract_answer,
@@ -17,10 +17,8 @@ from mcts_engine.grounding import (
     format_chain,
     format_point,
     format_step,
-    frame_for,
     parse_step,
     parse_tool_call,
-    smart_resize,
 )
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from mcts_engine.png_writer import encode_png, encode_png_rgb
+from mcts_engine.samples.png import encode_png, encode_png_rgb
 from mcts_engine.samples import encode_image
 
 

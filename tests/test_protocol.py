@@ -12,9 +12,8 @@ from typer.testing import CliRunner
 from mcts_engine.cli import app
 from mcts_engine.config import ConfigError, MultiTurnConfig, RunConfig, build_run_config, load_recipe
 from mcts_engine.zoom.environment import crop_box, crop_output_size, observation_text, zoom
-from mcts_engine.frame_policy import DownscaleWatch, capped_frame, capped_size
-from mcts_engine.samples import load_frame
-from mcts_engine.grounding import Frame
+from mcts_engine.frame import Frame, capped_frame, capped_size
+from mcts_engine.samples import DownscaleWatch, load_frame
 from mcts_engine.protocol import (
     PROTOCOLS,
     final_turn,

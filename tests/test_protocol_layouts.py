@@ -1,4 +1,4 @@
-"""ViGoRL's released dataset layouts (``vigorl_layouts.py``): fixtures in those layouts, built in the test."""
+"""ViGoRL's released dataset layouts (``samples/vigorl.py``): fixtures in those layouts, built in the test."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from mcts_engine.samples import Sample, SampleError, load_samples, open_image
 from mcts_engine.tasks import get_task
-from mcts_engine.vigorl_layouts import benchmark_of, parse_options
+from mcts_engine.samples.vigorl import benchmark_of, parse_options
 
 
 def released(root: Path, rel: str, rows: list[dict], images: dict[str, tuple[int, int]]) -> Path:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.zoom.environment import format_tool_call
-from mcts_engine.frame_policy import capped_frame
+from mcts_engine.frame import capped_frame
 from mcts_engine.testing.stub_server import StubServer, image_size
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from mcts_engine.config import SearchConfig
-from mcts_engine.grounding import Frame
+from mcts_engine.frame import Frame
 from mcts_engine.samples import EncodedImage, Sample
 from mcts_engine.search.mcts import TreeSearch, backup, best_child, check_step, select_path, uct
 from mcts_engine.search.tree import Tree

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from mcts_engine.grounding import Frame, frame_for
+from mcts_engine.frame import Frame, frame_for
 from mcts_engine.samples import Sample
 from mcts_engine.tasks import get_task
 

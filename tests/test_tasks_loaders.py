@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mcts_engine.loaders import compose_side_by_side, to_xyxy
-from mcts_engine.samples import Sample, SampleError, load_samples
+from mcts_engine.samples import Sample, SampleError, compose_side_by_side, load_samples, to_xyxy
 
 
 def png(w: int, h: int, color=(200, 10, 10)) -> bytes:

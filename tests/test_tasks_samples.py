@@ -35,7 +35,7 @@ def test_rendering_is_deterministic(tmp_path):
      ("web_action_sample/samples.jsonl", "web_action", 10)],
 )
 def test_bundled_samples_load_cleanly(path, task, n):
-    from mcts_engine.grounding import frame_for
+    from mcts_engine.frame import frame_for
     from mcts_engine.tasks import get_task
 
     items = list(load_samples(ROOT / "data" / path, task=task))

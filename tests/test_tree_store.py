@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mcts_engine.grounding import Frame
+from mcts_engine.frame import Frame
 from mcts_engine.search.tree import Node, Tree
 from mcts_engine.store import files as runfiles
 from mcts_engine.store import (CONFIG, FAILURES, INFLIGHT, LOCK, STATS, TREES, DuplicateSample, RunError, RunLock,

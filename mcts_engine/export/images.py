@@ -15,9 +15,9 @@ from typing import Any
 from PIL import Image
 
 from ..config import InputConfig
-from ..grounding import frame_for
-from ..input_checks import DEFAULT_INPUTS, confine, open_bounded
-from ..png_writer import encode_png
+from ..frame import frame_for
+from ..samples.bounds import DEFAULT_INPUTS, confine, open_bounded
+from ..samples.png import encode_png
 from ..search.tree import Tree
 from .items import MultiTurnChain
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..grounding import _POINT_RE, Frame, Point, format_chain, format_point
+from ..frame import Frame, Point
+from ..grounding import _POINT_RE, format_chain, format_point
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..failures import group_failures, open_failures
 from ..grounding import Point, format_chain
-from ..input_checks import confine, open_bounded
+from ..samples.bounds import confine, open_bounded
 from ..search.tree import Node, Tree
 from ..store import RunStore
 from .config import ExportConfig

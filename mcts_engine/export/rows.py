@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..grounding import IMAGE_MARKER, Frame
+from ..frame import Frame
+from ..grounding import IMAGE_MARKER
 from .config import ABILITY, DATA_SOURCE_PREFIX
 from .images import ImageBlob
 from .items import Chain, MultiTurnChain, Pair, PrmRow

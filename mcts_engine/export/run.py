@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..grounding import Frame
+from ..frame import Frame
 from ..samples import Sample
 from ..search.tree import Tree
 from ..store import RunStore

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..grounding import Frame, Point
+from ..frame import Frame
+from ..grounding import Point
 from ..samples import EncodedImage
 from ..teachers.base import StepObservation, PromptState, Teacher, TeacherReply, Turn
 from .mcts import SearchCounters

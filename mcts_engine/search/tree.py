@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..grounding import Frame, Point
+from ..frame import Frame
+from ..grounding import Point
 
 TREE_FORMAT = 1
 

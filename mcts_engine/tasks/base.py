@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any, ClassVar
 
-from ..grounding import Frame
+from ..frame import Frame
 from ..samples import Sample
 from ..verifiers import Verdict
 

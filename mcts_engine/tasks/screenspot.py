@@ -8,20 +8,32 @@ ViGoRL-style row whose answer is ``"(x1, y1, x2, y2)"`` is read as that box (ori
 
 Reported as the benchmarks do: ScreenSpot v2 by platform (mobile/desktop/web) × text/icon, ScreenSpot-Pro
 by application group (Dev, Creative, CAD, Scientific, Office, OS) × text/icon; overall over all items.
+
+Layouts (``load_screenspot``): ScreenSpot v1/v2 ``screenspot_{desktop,mobile,web}[_v2].json`` (``img_filename``,
+``bbox`` ``[x, y, w, h]``, ``instruction``, ``data_type``, ``data_source``; images in ``screenspotv2_image/``) and
+ScreenSpot-Pro ``annotations/*.json`` (``img_filename``, ``bbox`` xyxy, ``instruction``, ``id``, ``application``,
+``platform``, ``img_size``, ``ui_type``, ``group``; images in ``images/``).
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from ..config import InputConfig
 from ..evaluation.scoring import EvalSpec
-from ..grounding import Frame
-from ..samples import Sample
+from ..frame import Frame
+from ..samples import Sample, SampleError, box_center, point_text, to_xyxy
+from ..samples.images import row_image_size
+from ..samples.jsonl import safe_json
+from ..samples.probe import InputProbe
 from ..verifiers import Verdict, parse_point_answer, point_in_box
 from . import register
 from .base import STEP_RULES, Task
+from .vstar import is_vstar_dir
 
 _BOX_ANSWER = re.compile(r"^\s*[\(\[]?\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*[\)\]]?\s*$")
 
@@ -113,3 +125,151 @@ class ScreenSpot(PointTask):
         groups=("platform+ui_type", "platform", "ui_type", "group+ui_type", "group"),
         notes="ScreenSpot: a hit is a point inside the target box (in the frame the model saw); overall over all items.",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Loader: ScreenSpot v1/v2 and Pro; the grounding-JSON helpers OS-ATLAS shares
+# --------------------------------------------------------------------------------------------
+
+
+_PLATFORM_OF_SOURCE = {"ios": "mobile", "android": "mobile", "windows": "desktop", "macos": "desktop", "linux": "desktop"}
+
+
+def _screenspot_image_root(json_path: Path, image_root: str | None) -> str:
+    if image_root:
+        return image_root
+    for cand in (json_path.parent / "screenspotv2_image", json_path.parent / "screenspot_imgs",
+                 json_path.parent / "images", json_path.parent.parent / "images"):
+        if cand.is_dir():
+            return str(cand)
+    return str(json_path.parent)
+
+
+def grounding_sample(
+    sid: str, image: str, instruction: str, bbox: Any, fmt: str, normalized: bool, root: str,
+    meta: dict[str, Any], task: str, where: str, size: tuple[int, int] | None = None, inputs: InputConfig | None = None,
+) -> Sample:
+    if not image:
+        raise ValueError(f"{where}: field 'img_filename' is missing")
+    if not instruction or not str(instruction).strip():
+        raise ValueError(f"{where}: field 'instruction' is missing")
+    if normalized and size is None:
+        size = row_image_size(image, root, inputs, where, "img_filename")
+    try:
+        box = to_xyxy(bbox, fmt=fmt, normalized=normalized, size=size)
+    except ValueError as exc:
+        raise ValueError(f"{where}: field 'bbox': {exc}") from None
+    return Sample(
+        id=sid, images=[image], question=str(instruction).strip(), answer=point_text(box_center(box)),
+        boxes=[{"label": "target", "bbox": box}], task=task, image_root=root, where=where,
+        metadata={**meta, "source_bbox": list(bbox), "source_bbox_format": f"{fmt}{'/normalized' if normalized else ''}"},
+    )
+
+
+def _auto_normalized(bbox: Any) -> bool:
+    try:
+        return all(0.0 <= float(v) <= 1.0 for v in bbox)
+    except (TypeError, ValueError):
+        return False
+
+
+def load_screenspot(files: list[Path], image_root: str | None = None,
+                    preloaded: dict[Path, Any] | None = None, inputs: InputConfig | None = None) -> Iterator[Sample | SampleError]:
+    """ScreenSpot v1/v2 (``[x, y, w, h]`` pixels; platform from the file name) and ScreenSpot-Pro (xyxy pixels)."""
+    for f in files:
+        data = (preloaded or {}).pop(f, None) if f in (preloaded or {}) else safe_json(f)
+        if not isinstance(data, list):
+            yield SampleError(f.name, f"{f.name}: not a JSON list of annotations")
+            continue
+        root = _screenspot_image_root(f, image_root)
+        m = SCREENSPOT_FILE.search(f.name)
+        for i, row in enumerate(data):
+            where = f"{f.name} row {i}"
+            if not isinstance(row, dict):
+                yield SampleError(f"{f.stem}-{i}", f"{where}: row is not a JSON object")
+                continue
+            pro = "ui_type" in row or "group" in row or "img_size" in row
+            sid = str(row.get("id") or f"{f.stem}-{i:04d}")
+            try:
+                bbox = row.get("bbox")
+                fmt = str(row.get("bbox_format") or ("xyxy" if pro else "xywh"))
+                normalized = bool(row.get("normalized", _auto_normalized(bbox) if not pro else False))
+                source = str(row.get("data_source") or "")
+                if pro:
+                    meta = {"benchmark": "screenspot_pro", "group": str(row.get("group") or ""),
+                            "platform": str(row.get("platform") or ""), "application": str(row.get("application") or ""),
+                            "ui_type": str(row.get("ui_type") or "")}
+                    size = tuple(row["img_size"]) if isinstance(row.get("img_size"), list) and len(row["img_size"]) == 2 else None
+                else:
+                    platform = m.group(1) if m else _PLATFORM_OF_SOURCE.get(source.lower(), "web")
+                    meta = {"benchmark": "screenspot_v2" if (m and "_v2" in f.name) else "screenspot",
+                            "platform": platform, "ui_type": str(row.get("data_type") or ""), "data_source": source}
+                    size = None
+                meta["file"] = f.name
+                yield grounding_sample(sid, str(row.get("img_filename") or ""), row.get("instruction") or "", bbox, fmt,
+                                        normalized, root, meta, "screenspot", where, size=size, inputs=inputs)  # type: ignore[arg-type]
+            except ValueError as exc:
+                yield SampleError(sid, str(exc))
+
+
+def json_kind(data: Any) -> str | None:
+    """Which grounding layout a parsed ``.json`` holds: screenspot, screenspot_pro, osatlas or None."""
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        return None
+    row = data[0]
+    if "img_filename" not in row:
+        return None
+    if "elements" in row:
+        return "osatlas"
+    if "ui_type" in row or "img_size" in row or "group" in row:
+        return "screenspot_pro"
+    if "data_type" in row or "data_source" in row:
+        return "screenspot"
+    if "instruction" in row and "bbox" in row:
+        return "osatlas"
+    return None
+
+
+SCREENSPOT_FILE = re.compile(r"screenspot_(desktop|mobile|web)(?:_v2)?\.json$")
+
+
+LAYOUT_PRIORITY = 10  # file names first (``screenspot_*.json``, ``annotations/``)
+
+
+def grounding_kind(probe: InputProbe) -> str | None:
+    """The grounding layout (:func:`json_kind`) of a ``.json`` file, or of a directory of ``.json`` files (no
+    ``.jsonl``) that is neither a V*Bench directory nor a table — its first file decides."""
+    if probe.is_dir:
+        if not probe.jsons or probe.jsonls or is_vstar_dir(probe.path) or probe.columns is not None:
+            return None
+    elif probe.suffix != ".json":
+        return None
+    return json_kind(probe.first_json)
+
+
+def _annotations(path: Path) -> Path | None:
+    ann = path / "annotations"
+    return ann if ann.is_dir() and any(ann.glob("*.json")) else None
+
+
+def detect(probe: InputProbe) -> bool:
+    """``screenspot_{desktop,mobile,web}[_v2].json`` files, a ScreenSpot-Pro ``annotations/`` folder, or grounding
+    JSON whose first row is ScreenSpot's (:func:`grounding_kind`)."""
+    if probe.is_dir and (any(SCREENSPOT_FILE.search(f.name) for f in probe.jsons) or _annotations(probe.path)):
+        return True
+    return grounding_kind(probe) in {"screenspot", "screenspot_pro"}
+
+
+def load(probe: InputProbe, image_root: str | None = None, task: str = "", inputs: InputConfig | None = None
+         ) -> Iterator[Sample | SampleError]:
+    p = probe.path
+    if probe.is_dir:
+        named = [f for f in probe.jsons if SCREENSPOT_FILE.search(f.name)]
+        if named:
+            return load_screenspot(named, image_root, inputs=inputs)
+        ann = _annotations(p)
+        if ann is not None:
+            return load_screenspot(sorted(ann.glob("*.json")), image_root or str(p / "images"), inputs=inputs)
+        first = probe.jsons[0]  # the first file decided; the loader reads the others lazily
+        return load_screenspot(probe.jsons, image_root, preloaded={first: probe.first_json}, inputs=inputs)
+    return load_screenspot([p], image_root, preloaded={p: probe.first_json}, inputs=inputs)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..grounding import ANSWER_CLOSE, ANSWER_OPEN, IMAGE_MARKER, STEP_STOPS, Frame
+from ..frame import Frame
+from ..grounding import ANSWER_CLOSE, ANSWER_OPEN, IMAGE_MARKER, STEP_STOPS
 from ..samples import EncodedImage, Sample
 from ..tasks.base import CONTINUE_PROMPT, FORCE_ANSWER_PROMPT, Task
 

@@ -38,7 +38,8 @@ from ..config import ConfigError, MultiTurnConfig, from_dict
 from ..zoom.environment import MULTITURN_STOPS, crop_output_size, observation_text
 from ..protocol import final_turn, observation_template
 from ..zoom.environment import observe as environment_observe
-from ..grounding import Frame, parse_step
+from ..frame import Frame
+from ..grounding import parse_step
 from ..zoom.episode import ZoomEpisode as TurnRecord
 from ..zoom.episode import take_turn
 from ..teachers.base import Continuation

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..grounding import ANSWER_CLOSE, Frame, check_chain, parse_step
+from ..frame import Frame
+from ..grounding import ANSWER_CLOSE, check_chain, parse_step
 from ..tasks import Task, get_task
 from .config import RewardWeights
 

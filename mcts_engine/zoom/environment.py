@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 from ..config import DEFAULT_OBSERVATION_TEXT, MultiTurnConfig
-from ..grounding import TOOL_CLOSE, TOOL_OPEN, Frame, ParsedStep, Point
+from ..frame import Frame
+from ..grounding import TOOL_CLOSE, TOOL_OPEN, ParsedStep, Point
 from ..protocol import observation_template
 
 TOOL_NAME = "search_coordinate"

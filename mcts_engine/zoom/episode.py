@@ -39,7 +39,8 @@ from typing import Any
 
 from ..config import MultiTurnConfig
 from .environment import MULTITURN_STOPS, check_tool_step
-from ..grounding import Frame, Point, parse_step
+from ..frame import Frame
+from ..grounding import Point, parse_step
 from ..protocol import final_turn
 from .observer import make_observer
 from ..teachers.base import Continuation, StepObservation, PromptState, PromptContext, Teacher, Turn, observes_inline

@@ -35,9 +35,12 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .config import InputConfig
-from .samples import Sample, SampleError, load_jsonl, split_options
-from .verifiers import resolve_choice
+from ..config import InputConfig
+from ..verifiers import resolve_choice
+from .jsonl import load_jsonl
+from .options import split_options
+from .probe import InputProbe
+from .types import Sample, SampleError
 
 _BOX = re.compile(r"^\s*[\(\[]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*[\)\]]\s*$")
 _BLINK_ID = re.compile(r"^(?:val|test)_(.+)_\d+$")
@@ -52,7 +55,7 @@ def is_vigorl_row(row: dict[str, Any] | None) -> bool:
 
 
 def parse_options(query: str) -> list[str]:
-    """The options a query lists, in any layout the one option parser knows (``mcts_engine.options``)."""
+    """The options a query lists, in any layout the one option parser knows (``mcts_engine.samples.options``)."""
     return split_options(query)
 
 
@@ -131,4 +134,19 @@ def load_vigorl(
             yield SampleError(item.id, f"{p}: {item.id}: {exc}")
 
 
-__all__ = ["is_vigorl_row", "parse_options", "benchmark_of", "adapt", "data_root", "load_vigorl"]
+def detect(probe: InputProbe) -> bool:
+    """Whether the input is in the released layout: a ``.jsonl`` file, or a directory of them (no parquet table),
+    whose (first file's) first row has it. ``load_samples`` asks after the task modules' layouts (a web-action or
+    V* ``test_questions`` row is theirs) and before the generic readers."""
+    if probe.is_dir and probe.columns is not None:
+        return False
+    return bool(probe.jsonls) and is_vigorl_row(probe.first_row)
+
+
+def load(probe: InputProbe, image_root: str | None = None, task: str = "", inputs: InputConfig | None = None
+         ) -> Iterator[Sample | SampleError]:
+    """The samples of every released file of a :func:`detect`-ed input, in file order."""
+    return (s for f in probe.jsonls for s in load_vigorl(f, image_root, task, inputs=inputs))
+
+
+__all__ = ["detect", "load", "is_vigorl_row", "parse_options", "benchmark_of", "adapt", "data_root", "load_vigorl"]

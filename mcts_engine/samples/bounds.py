@@ -26,7 +26,7 @@ from typing import IO, Any, Union
 
 from PIL import Image
 
-from .config import InputConfig
+from ..config import InputConfig
 
 DEFAULT_INPUTS = InputConfig()
 ALLOW_HINT = "--allow-outside-root or --set inputs.allow_outside_root=true allows it"
