@@ -1,8 +1,15 @@
 """Configuration: typed dataclasses, recipe YAML loading, ``--set key=value`` overrides, a config hash.
 
-A recipe (``recipes/<task>.yaml``) has one section per stage: ``teacher``, ``search``, ``export``,
-``train`` (plus ``task_options``, read by the task module). Every knob is a dataclass field with a documented default, so an
-unknown key in a recipe or an override is a one-line error, not a silent no-op.
+A recipe (``recipes/<task>.yaml``, shipped inside the package) has one section per stage: ``teacher``, ``search``,
+``export``, ``train`` (plus ``task_options``, read by the task module). Every knob is a dataclass field with a documented
+default, so an unknown key in a recipe or an override is a one-line error, not a silent no-op.
+
+Validation has one style, applied when a config is built (:func:`from_dict`, :func:`validate_run_config`), never in
+``__post_init__`` nor where a value is used: an enum-like field is typed ``Literal[...]`` (optionally in a union with
+:data:`AtFile` / :data:`QuestionTemplate`, the open text forms it also takes), and :func:`check_choices` reads the
+allowed values from the annotation; a numeric field's bounds are a row of ``_RANGES``; the one cross-field rule is in
+:func:`validate_run_config`. ``docs/config.md`` is generated from these dataclasses (``scripts/gen_config_docs.py``):
+a field's meaning is its comment (the full-line comments right above it plus the one at its line's end).
 """
 
 from __future__ import annotations
@@ -12,34 +19,42 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from types import UnionType
+from typing import Any, Literal, NewType, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: the bundled recipes
 
 
-IMAGE_FORMATS = ("auto", "png", "jpeg")  # how a teacher frame is encoded (samples.frame_format)
+# The open text forms an enum-like field may take besides its words (see ``_OPEN_FORMS``)
+AtFile = NewType("AtFile", str)  # "@FILE": the named file's exact text
+QuestionTemplate = NewType("QuestionTemplate", str)  # a template with a {question} placeholder
+
+ImageFormat = Literal["auto", "png", "jpeg"]  # how a teacher frame is encoded (samples.frame_format)
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 # Where a system prompt comes from (``protocol.resolve_system_prompt``): the task's text, the serving chat
 # template's default (no system message), an empty system message, or ``@FILE`` (the file's exact text).
-SYSTEM_PROMPT_SOURCES = ("task", "model", "none")
-USER_TEXT_SOURCES = ("task", "question")  # the first user turn: the task's wording, or the question as written
-CROP_SHAPES = ("aspect", "square")  # multi-turn crop output: longer side = crop_size | crop_size x crop_size
-CROP_BORDERS = ("shift", "clip")  # a region at the frame's edge: shifted inside (stays square) | clipped
-DOT_SPACES = ("crop", "region")  # the dot's radius in output-crop pixels (drawn after resizing) | region pixels
+SystemPromptSource = Union[Literal["task", "model", "none"], AtFile]
+# the first user turn: the task's wording, the question as written, or a template (inline or @FILE)
+UserTextSource = Union[Literal["task", "question"], AtFile, QuestionTemplate]
+CropShape = Literal["aspect", "square"]  # multi-turn crop output: longer side = crop_size | crop_size x crop_size
+CropBorder = Literal["shift", "clip"]  # a region at the frame's edge: shifted inside (stays square) | clipped
+DotSpace = Literal["crop", "region"]  # the dot's radius in output-crop pixels (drawn after resizing) | region pixels
+TeacherKind = Literal["openai", "sim", "vllm"]
+PromptStyle = Literal["continue", "plain"]
+SelectionRule = Literal["uct", "puct"]
+EarlyStop = Literal["none", "solved", "enough"]
+
+_OPEN_FORMS: dict[Any, tuple[str, Any]] = {  # open form → (how an error names it, the test a value passes)
+    AtFile: ("@FILE", lambda v: v.startswith("@") and len(v) > 1),
+    QuestionTemplate: ("a template with {question}", lambda v: "{question}" in v),
+}
 # MultiTurnConfig keys a protocol preset sets; records and hashes leave them out while they hold their
 # defaults, so run directories made before they existed keep their config hash (and resume)
 PROTOCOL_MT_KEYS = ("observation_text", "crop_shape", "crop_border", "dot_space", "dot_color", "dot_outline",
                     "dot_outline_width", "final_think", "final_user_text")
 DEFAULT_OBSERVATION_TEXT = "<observation>\nZoomed view around ({x}, {y}):\n<image>\n</observation>"
-
-
-def check_choice(value: str, allowed: tuple[str, ...], key: str, file_ok: bool = False) -> None:
-    """One-line ``ConfigError`` unless ``value`` is one of ``allowed`` (or ``@FILE`` when ``file_ok``)."""
-    if value in allowed or (file_ok and value.startswith("@") and len(value) > 1):
-        return
-    extra = " or @FILE" if file_ok else ""
-    raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}{extra}")
 
 
 class ConfigError(ValueError):
@@ -48,7 +63,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TeacherConfig:
-    kind: str = "sim"  # openai | sim | vllm
+    kind: TeacherKind = "sim"
     base_url: str = "http://localhost:8000/v1"  # comma-separated list spreads requests over servers
     model: str = "Qwen/Qwen2.5-VL-72B-Instruct"
     api_key_env: str = "OPENAI_API_KEY"  # read at run time; never stored in the run directory
@@ -58,19 +73,19 @@ class TeacherConfig:
     concurrency: int = 64  # requests in flight
     timeout_s: float = 300.0  # per request
     max_retries: int = 3  # retries of a failed request (teachers/retry.py: connection errors, timeouts, malformed replies, 408/409/429/5xx)
-    prompt_style: str = "continue"  # continue: vLLM continue_final_message; plain: steps as assistant turns
+    prompt_style: PromptStyle = "continue"  # continue: vLLM continue_final_message; plain: steps as assistant turns
     max_pixels: int = 1280 * 28 * 28  # the teacher's frame; points live in it
     min_pixels: int = 56 * 56
     # each image is resized to the frame and encoded once per sample: auto = JPEG for a JPEG source
     # (already lossy), lossless PNG for anything else; png | jpeg force one
-    image_format: str = "auto"
+    image_format: ImageFormat = "auto"
     jpeg_quality: int = 90  # when a frame (or a multi-turn crop) is sent as JPEG
     extra_body: dict[str, Any] = field(default_factory=dict)  # passed through to the server
     logprobs: bool = False  # ask the server for the sampled tokens' log-probs (Continuation.logprob)
     ca_file: str | None = None  # PEM bundle of extra trusted CAs for https teachers (SSL_CERT_FILE also honoured)
     # generate: the teacher's system prompt: task (the task's teacher prompt) | model (no system message: the
     # server's chat template applies its default) | none (an empty system message) | @FILE (the file's exact text)
-    system_prompt: str = "task"
+    system_prompt: SystemPromptSource = "task"
     # generate: warn once per run when a source image is shrunk by more than this factor (longer side) to fit
     # max_pixels (0 = never): the teacher then points in a frame with less detail than the source has
     warn_downscale: float = 0.0
@@ -80,13 +95,6 @@ class TeacherConfig:
     sim_mean_steps: float = 2.5  # grounded steps before answering
     sim_point_noise: float = 0.15  # jitter, as a fraction of the box size
     sim_bad_step_rate: float = 0.05  # P(a step points outside the frame or repeats a point)
-
-    def __post_init__(self) -> None:
-        if self.image_format not in IMAGE_FORMATS:
-            raise ConfigError(f"teacher.image_format: {self.image_format!r} is not one of {', '.join(IMAGE_FORMATS)}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"teacher.jpeg_quality: {self.jpeg_quality} is not within 1..100")
-        check_choice(self.system_prompt, SYSTEM_PROMPT_SOURCES, "teacher.system_prompt", file_ok=True)
 
 
 @dataclass
@@ -100,12 +108,12 @@ class SearchConfig:
     virtual_loss: float = 1.0  # pending visits added (with zero value) while a simulation is in flight
     trees_in_flight: int = 0  # 0 = derived from teacher.concurrency
     max_calls: int = 200  # teacher requests per sample (budget)
-    early_stop: str = "none"  # none | solved (a verified-correct leaf) | enough (target_correct + one wrong path)
+    early_stop: EarlyStop = "none"  # none | solved (a verified-correct leaf) | enough (target_correct + one wrong path)
     require_point: bool = True  # a thought step must name an (x, y) point
     step_retries: int = 2  # a rollout step rejected (bad point/format) is re-asked this many times
     # selection rule (docs/search.md): puct = Q + c_puct*P*sqrt(N_parent)/(1+N_child), P from the teacher's
     # log-probs (generate asks for them; uniform when the server gives none); uct = the reference's rule above
-    selection: str = "puct"
+    selection: SelectionRule = "puct"
     puct_exploration: float = 1.0  # c_puct (exploration is UCT's c)
     target_correct: int = 4  # early_stop=enough: distinct verified-correct paths a tree needs
     # a step within this distance (fraction of the frame's diagonal) of a point on its path is a repeat;
@@ -115,20 +123,6 @@ class SearchConfig:
     rollout_depth: int = 0  # steps a rollout may take before its answer is forced; 0 = up to max_depth
     adaptive_rollouts: bool = False  # a new child under a node whose Q is below the root's gets one rollout
     max_consecutive_errors: int = 3  # failed requests in a row that end a tree early (it keeps what it found)
-
-    def __post_init__(self) -> None:
-        checks = {"selection": ("uct", "puct"), "early_stop": ("none", "solved", "enough")}
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"search.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if not 0.0 <= self.min_point_distance < 1.0:
-            raise ConfigError(f"search.min_point_distance: {self.min_point_distance} is not within [0, 1)")
-        if self.puct_exploration < 0 or self.exploration < 0:
-            raise ConfigError("search.exploration and search.puct_exploration must be >= 0")
-        if self.target_correct < 1:
-            raise ConfigError(f"search.target_correct: {self.target_correct} must be >= 1")
-        if self.max_consecutive_errors < 1:
-            raise ConfigError(f"search.max_consecutive_errors: {self.max_consecutive_errors} must be >= 1")
 
 
 @dataclass
@@ -143,9 +137,9 @@ class MultiTurnConfig:
     # The protocol of a released checkpoint (docs/protocols.md); defaults = this project's own environment.
     # The observation turn: {x}, {y} = the point, <image> = where the crop goes; @FILE reads the template
     observation_text: str = DEFAULT_OBSERVATION_TEXT
-    crop_shape: str = "aspect"  # aspect: longer side -> crop_size | square: resized to crop_size x crop_size
-    crop_border: str = "shift"  # shift: a region at the edge moves inside the frame | clip: it is cut at the edge
-    dot_space: str = "crop"  # crop: dot drawn after resizing (radius in crop px) | region: before (region px)
+    crop_shape: CropShape = "aspect"  # aspect: longer side -> crop_size | square: resized to crop_size x crop_size
+    crop_border: CropBorder = "shift"  # shift: a region at the edge moves inside the frame | clip: it is cut at the edge
+    dot_space: DotSpace = "crop"  # crop: dot drawn after resizing (radius in crop px) | region: before (region px)
     dot_color: str = "#ff0000"
     dot_outline: str = "#ffffff"  # "" = no outline
     dot_outline_width: int = 1
@@ -154,11 +148,6 @@ class MultiTurnConfig:
     # answer (plain style; "" = the built-in one; @FILE reads it)
     final_think: str = ""
     final_user_text: str = ""
-
-    def __post_init__(self) -> None:
-        check_choice(self.crop_shape, CROP_SHAPES, "multiturn.crop_shape")
-        check_choice(self.crop_border, CROP_BORDERS, "multiturn.crop_border")
-        check_choice(self.dot_space, DOT_SPACES, "multiturn.dot_space")
 
 
 @dataclass
@@ -207,17 +196,14 @@ class RunConfig:
     train: dict[str, Any] = field(default_factory=dict)
     # The model under test / the student (eval, demo, export rows, GRPO prompts): task | model | none | @FILE
     # (see TeacherConfig.system_prompt; docs/protocols.md)
-    system_prompt: str = "task"
+    system_prompt: SystemPromptSource = "task"
     # the first user turn: task (the task's wording) | question (the question as written) | a template with
     # {question} | @FILE (such a template)
-    user_text: str = "task"
+    user_text: UserTextSource = "task"
     protocol: str = ""  # the preset applied (--protocol), for the record
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        check_choice(self.system_prompt, SYSTEM_PROMPT_SOURCES, "system_prompt", file_ok=True)
-        if "{question}" not in self.user_text:
-            check_choice(self.user_text, USER_TEXT_SOURCES, "user_text", file_ok=True)
         self.derive()
 
     def derive(self) -> RunConfig:
@@ -327,7 +313,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
             kwargs[f.name] = from_dict(typ, data[f.name], f"{where}.{f.name}")
         else:
             kwargs[f.name] = _coerce(data[f.name], typ, f"{where}.{f.name}")
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    check_choices(built, where)
+    return built
 
 
 def section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
@@ -375,7 +363,7 @@ def _is_text_field(schema: Any, path: list[str]) -> bool:
             return False
         cur = hints[name]
         if i == len(path) - 1:
-            return cur is str or str(cur) in ("str | None", "typing.Optional[str]")
+            return cur is str or str(cur) in ("str | None", "typing.Optional[str]") or choices_of(cur) is not None
     return False
 
 
@@ -405,15 +393,20 @@ def recipe_path(name_or_path: str) -> Path:
     return RECIPES_DIR / f"{name_or_path}.yaml"
 
 
+def bundled_recipes() -> list[str]:
+    """The names of the recipes shipped in the package (``mcts_engine/recipes/<name>.yaml``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
 def load_recipe(path: str | Path | None, task: str, _depth: int = 0) -> dict[str, Any]:
     """The recipe as a plain dict: ``path`` (a file, or a bundled recipe's name such as
-    ``vstar_multiturn``) if given, else ``recipes/<task>.yaml`` if it exists, else {}.
+    ``vstar_multiturn``) if given, else the bundled ``recipes/<task>.yaml``; a missing one (named or
+    the task's default) is a one-line ``ConfigError`` listing the bundled names.
     ``extends: NAME`` in a recipe loads NAME first and merges this recipe on top."""
     p = recipe_path(str(path)) if path else recipe_path(task)
-    if path and not p.exists():
-        raise ConfigError(f"recipe {path}: no such file or bundled recipe")
     if not p.exists():
-        return {}
+        what = f"recipe {path}" if path else f"task {task!r}: default recipe {p}"
+        raise ConfigError(f"{what}: no such file or bundled recipe (bundled: {', '.join(bundled_recipes()) or 'none'})")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -469,6 +462,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "teacher.sim_mean_steps": (0, None, False),
     "teacher.sim_point_noise": (0, None, False),
     "teacher.sim_bad_step_rate": (0, 1, False),
+    "teacher.jpeg_quality": (1, 100, False),
     "search.simulations": (1, None, False),
     "search.children": (1, None, False),
     "search.rollouts": (0, None, False),
@@ -479,6 +473,10 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "search.trees_in_flight": (0, None, False),
     "search.max_calls": (1, None, False),
     "search.step_retries": (0, None, False),
+    "search.puct_exploration": (0, None, False),
+    "search.target_correct": (1, None, False),
+    "search.min_point_distance": (0, 1, False),  # [0, 1): see _OPEN_HIGH
+    "search.max_consecutive_errors": (1, None, False),
     "multiturn.crop_offset": (1, None, False),
     "multiturn.crop_size": (28, None, False),
     "multiturn.dot_radius": (0, None, False),
@@ -490,35 +488,74 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "inputs.max_row_bytes": (1, None, False),
     "store.checkpoint_s": (0, None, True),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"search.early_stop": ("none", "solved")}
+_OPEN_HIGH = frozenset({"search.min_point_distance"})  # keys whose upper bound is excluded
 
 
-def range_text(low: float | None, high: float | None, open_low: bool) -> str:
-    """``≥ 1``, ``> 0``, ``0..1``, ``(0, 1]``: an allowed range as the error message states it."""
+def range_text(low: float | None, high: float | None, open_low: bool, open_high: bool = False) -> str:
+    """``≥ 1``, ``> 0``, ``0..1``, ``(0, 1]``, ``[0, 1)``: an allowed range as the error message states it."""
     if high is None:
         return f"{'>' if open_low else '≥'} {low:g}"
+    if open_high:
+        return f"{'(' if open_low else '['}{low:g}, {high:g})"
     return f"({low:g}, {high:g}]" if open_low else f"{low:g}..{high:g}"
 
 
-def check_range(key: str, value: float, low: float | None, high: float | None, open_low: bool = False) -> None:
+def check_range(key: str, value: float, low: float | None, high: float | None, open_low: bool = False,
+                open_high: bool = False) -> None:
     """``ConfigError`` naming ``key`` and its allowed range when ``value`` lies outside it."""
-    bad = (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high)
+    bad = (low is not None and (value <= low if open_low else value < low)) or (
+        high is not None and (value >= high if open_high else value > high))
     if bad:
-        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {range_text(low, high, open_low)})")
+        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {range_text(low, high, open_low, open_high)})")
 
 
 def validate_run_config(cfg: RunConfig) -> None:
-    """Check every bounded knob of ``cfg`` (see ``_RANGES``); the first bad one is a ``ConfigError``."""
+    """Check every enum-like field of ``cfg`` (its annotation), every bounded knob (see ``_RANGES``) and the
+    cross-field rule; the first bad one is a ``ConfigError``. ``build_run_config`` calls it once."""
+    check_choices(cfg, "config")
+    for name in ("teacher", "search", "multiturn", "inputs", "store", "eval"):
+        check_choices(getattr(cfg, name), name)
     for key, (low, high, open_low) in _RANGES.items():
         section, _, name = key.rpartition(".")
         owner = getattr(cfg, section) if section else cfg
         value = getattr(owner, name, None)
         if value is not None:
-            check_range(key, value, low, high, open_low)
-    for key, allowed in _CHOICES.items():
-        section, _, name = key.rpartition(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+            check_range(key, value, low, high, open_low, key in _OPEN_HIGH)
     if cfg.teacher.min_pixels > cfg.teacher.max_pixels:
         raise ConfigError(f"teacher.min_pixels: {cfg.teacher.min_pixels} is above teacher.max_pixels {cfg.teacher.max_pixels}")
+
+
+def choices_of(hint: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+    """The allowed words (``Literal`` arguments) and open forms (``AtFile``, ``QuestionTemplate``) a field's
+    annotation names; None for a field that is not enum-like."""
+    members = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    words = tuple(w for m in members if get_origin(m) is Literal for w in get_args(m))
+    forms = tuple(m for m in members if m in _OPEN_FORMS)
+    return (words, forms) if words or forms else None
+
+
+def choice_text(hint: Any) -> str:
+    """The allowed values of an enum-like annotation as errors and docs state them: ``task, model, none or @FILE``."""
+    words, forms = choices_of(hint) or ((), ())
+    items = [str(w) for w in words] + [_OPEN_FORMS[f][0] for f in forms]
+    return f"{', '.join(items[:-1])} or {items[-1]}" if forms else ", ".join(items)
+
+
+def check_value(value: Any, hint: Any, key: str) -> None:
+    """A one-line ``ConfigError`` naming ``key`` and the allowed values unless ``value`` fits the enum-like
+    annotation ``hint`` (a ``Literal`` word, or an open form's text); other annotations accept anything."""
+    spec = choices_of(hint)
+    if spec is None or value in spec[0]:
+        return
+    if isinstance(value, str) and any(_OPEN_FORMS[f][1](value) for f in spec[1]):
+        return
+    raise ConfigError(f"{key}: {value!r} is not one of {choice_text(hint)}")
+
+
+def check_choices(obj: Any, where: str) -> None:
+    """Check every enum-like field of the dataclass ``obj`` against its annotation (not nested sections:
+    :func:`from_dict` checks each as it builds it). ``where`` is the section's name, ``config`` for the top."""
+    prefix = "" if where == "config" else f"{where.removeprefix('config.')}."
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        check_value(getattr(obj, f.name), hints[f.name], prefix + f.name)

@@ -51,7 +51,9 @@ def test_recipe_missing_and_unknown_task(tmp_path: Path) -> None:
         load_recipe(str(tmp_path / "missing.yml"), "sat2")
     with pytest.raises(ConfigError, match="no such file or bundled recipe"):
         load_recipe("no_such_recipe_name", "sat2")
-    assert load_recipe(None, "no-such-task-xyz") == {}
+    with pytest.raises(ConfigError) as exc:  # a task without its default recipe is an error, not {}
+        load_recipe(None, "no-such-task-xyz")
+    assert "no-such-task-xyz" in str(exc.value) and "sat2" in str(exc.value) and "\n" not in str(exc.value)
     assert recipe_path("sat2") == RECIPES_DIR / "sat2.yaml"
 
 
