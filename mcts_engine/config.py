@@ -63,19 +63,19 @@ class ConfigError(ValueError):
 
 @dataclass
 class TeacherConfig:
-    kind: TeacherKind = "sim"
+    kind: TeacherKind = "sim"  # openai: an OpenAI-compatible server | sim: a scripted stand-in | vllm: in-process
     base_url: str = "http://localhost:8000/v1"  # comma-separated list spreads requests over servers
-    model: str = "Qwen/Qwen2.5-VL-72B-Instruct"
+    model: str = "Qwen/Qwen2.5-VL-72B-Instruct"  # the served model name
     api_key_env: str = "OPENAI_API_KEY"  # read at run time; never stored in the run directory
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float = 1.0  # sampling temperature of every request
+    top_p: float = 1.0  # nucleus sampling
     max_tokens: int = 256  # per step
     concurrency: int = 64  # requests in flight
     timeout_s: float = 300.0  # per request
     max_retries: int = 3  # retries of a failed request (teachers/retry.py: connection errors, timeouts, malformed replies, 408/409/429/5xx)
     prompt_style: PromptStyle = "continue"  # continue: vLLM continue_final_message; plain: steps as assistant turns
     max_pixels: int = 1280 * 28 * 28  # the teacher's frame; points live in it
-    min_pixels: int = 56 * 56
+    min_pixels: int = 56 * 56  # a smaller image is scaled up to at least this many pixels
     # each image is resized to the frame and encoded once per sample: auto = JPEG for a JPEG source
     # (already lossy), lossless PNG for anything else; png | jpeg force one
     image_format: ImageFormat = "auto"
@@ -129,25 +129,25 @@ class SearchConfig:
 class MultiTurnConfig:
     """The zoom environment (``environment.py``): each step's tool call returns a crop around its point."""
 
-    enabled: bool = False
+    enabled: bool = False  # search (and eval/export) in zoom turns instead of one grounded chain
     crop_offset: int = 182  # half the side of the square region cut around the point (frame px)
     crop_size: int = 672  # the region's longer side after resizing (rounded to a multiple of 28)
     draw_dot: bool = False  # mark the point on the crop
-    dot_radius: int = 6
+    dot_radius: int = 6  # the dot's radius (pixels of dot_space)
     # The protocol of a released checkpoint (docs/protocols.md); defaults = this project's own environment.
     # The observation turn: {x}, {y} = the point, <image> = where the crop goes; @FILE reads the template
     observation_text: str = DEFAULT_OBSERVATION_TEXT
     crop_shape: CropShape = "aspect"  # aspect: longer side -> crop_size | square: resized to crop_size x crop_size
     crop_border: CropBorder = "shift"  # shift: a region at the edge moves inside the frame | clip: it is cut at the edge
     dot_space: DotSpace = "crop"  # crop: dot drawn after resizing (radius in crop px) | region: before (region px)
-    dot_color: str = "#ff0000"
+    dot_color: str = "#ff0000"  # the dot's fill colour
     dot_outline: str = "#ffffff"  # "" = no outline
-    dot_outline_width: int = 1
+    dot_outline_width: int = 1  # pixels
     # The last allowed turn (the answer is required): final_think = a thought pre-filled before <answer>
     # (continue style; "" = only <answer>; @FILE reads it); final_user_text = the user turn that asks for the
     # answer (plain style; "" = the built-in one; @FILE reads it)
     final_think: str = ""
-    final_user_text: str = ""
+    final_user_text: str = ""  # see final_think
 
 
 @dataclass
@@ -165,10 +165,10 @@ class InputConfig:
 
     allow_outside_root: bool = False  # image paths may resolve outside the image root (--allow-outside-root)
     max_image_pixels: int = 178_956_970  # width × height of one decoded image (2 × Pillow's default bound)
-    max_question_chars: int = 65_536
-    max_answer_chars: int = 16_384
+    max_question_chars: int = 65_536  # a longer question fails its row
+    max_answer_chars: int = 16_384  # a longer answer fails its row
     max_choice_chars: int = 4_096  # each option
-    max_choices: int = 64
+    max_choices: int = 64  # options of one multiple-choice question
     max_row_bytes: int = 16 * 1024 * 1024  # one JSONL line
 
 
@@ -181,17 +181,17 @@ class StoreConfig:
 
 @dataclass
 class RunConfig:
-    task: str = "sat2"
-    data: str | None = None
-    image_root: str | None = None
-    limit: int | None = None
-    seed: int = 0
+    task: str = "sat2"  # a task module's name (mcts_engine/tasks/)
+    data: str | None = None  # samples: JSONL, parquet, a datasets dir or a benchmark layout; null = the bundled set
+    image_root: str | None = None  # relative image paths resolve here (default: next to the data)
+    limit: int | None = None  # process at most this many samples (null = all)
+    seed: int = 0  # seeds the search and the sim teacher
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     multiturn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
     inputs: InputConfig = field(default_factory=InputConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-    task_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)  # read by the task module (its docstring lists them)
     export: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     # The model under test / the student (eval, demo, export rows, GRPO prompts): task | model | none | @FILE
