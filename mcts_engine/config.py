@@ -6,9 +6,9 @@ default, so an unknown key in a recipe or an override is a one-line error, not a
 
 Validation has one style, applied when a config is built (:func:`from_dict`, :func:`validate_run_config`), never in
 ``__post_init__`` nor where a value is used: an enum-like field is typed ``Literal[...]`` (optionally in a union with
-:data:`AtFile` / :data:`QuestionTemplate`, the open text forms it also takes), and :func:`check_choices` reads the
-allowed values from the annotation; a numeric field's bounds are a row of ``_RANGES``; the one cross-field rule is in
-:func:`validate_run_config`. ``docs/config.md`` is generated from these dataclasses (``scripts/gen_config_docs.py``):
+``AtFile`` / ``QuestionTemplate``, the open text forms it also takes), and ``check_choices`` reads the allowed
+values from the annotation; a numeric field's bounds are a row of ``_RANGES``; the one cross-field rule is in
+``validate_run_config`` (all three in ``config_checks.py``). ``docs/config.md`` is generated from these dataclasses (``scripts/gen_config_docs.py``):
 a field's meaning is its comment (the full-line comments right above it plus the one at its line's end).
 """
 
@@ -19,17 +19,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, NewType, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_type_hints
 
 import yaml
 
+from .config_checks import AtFile, ConfigError, QuestionTemplate, check_choices, choices_of, validate_run_config
+
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: the bundled recipes
 
-
-# The open text forms an enum-like field may take besides its words (see ``_OPEN_FORMS``)
-AtFile = NewType("AtFile", str)  # "@FILE": the named file's exact text
-QuestionTemplate = NewType("QuestionTemplate", str)  # a template with a {question} placeholder
 
 ImageFormat = Literal["auto", "png", "jpeg"]  # how a teacher frame is encoded (samples.frame_format)
 IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
@@ -46,19 +43,11 @@ PromptStyle = Literal["continue", "plain"]
 SelectionRule = Literal["uct", "puct"]
 EarlyStop = Literal["none", "solved", "enough"]
 
-_OPEN_FORMS: dict[Any, tuple[str, Any]] = {  # open form → (how an error names it, the test a value passes)
-    AtFile: ("@FILE", lambda v: v.startswith("@") and len(v) > 1),
-    QuestionTemplate: ("a template with {question}", lambda v: "{question}" in v),
-}
 # MultiTurnConfig keys a protocol preset sets; records and hashes leave them out while they hold their
 # defaults, so run directories made before they existed keep their config hash (and resume)
 PROTOCOL_MT_KEYS = ("observation_text", "crop_shape", "crop_border", "dot_space", "dot_color", "dot_outline",
                     "dot_outline_width", "final_think", "final_user_text")
 DEFAULT_OBSERVATION_TEXT = "<observation>\nZoomed view around ({x}, {y}):\n<image>\n</observation>"
-
-
-class ConfigError(ValueError):
-    """A bad recipe, override or option; its message is one line naming the key."""
 
 
 @dataclass
@@ -443,119 +432,3 @@ def build_run_config(recipe: dict[str, Any], overrides: list[str], **cli: Any) -
     cfg = from_dict(RunConfig, data, "config")
     validate_run_config(cfg)
     return cfg
-
-
-# Allowed ranges of numeric knobs: key → (lowest, highest, lowest excluded). A value outside is a
-# one-line ConfigError naming the key, before any work (a zero budget would store empty trees).
-_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "limit": (1, None, False),
-    "teacher.temperature": (0, None, False),
-    "teacher.top_p": (0, 1, True),
-    "teacher.max_tokens": (1, None, False),
-    "teacher.concurrency": (1, None, False),
-    "teacher.timeout_s": (0, None, True),
-    "teacher.max_retries": (0, None, False),
-    "teacher.max_pixels": (1, None, False),
-    "teacher.min_pixels": (1, None, False),
-    "teacher.sim_accuracy": (0, 1, False),
-    "teacher.sim_latency_s": (0, None, False),
-    "teacher.sim_mean_steps": (0, None, False),
-    "teacher.sim_point_noise": (0, None, False),
-    "teacher.sim_bad_step_rate": (0, 1, False),
-    "teacher.jpeg_quality": (1, 100, False),
-    "search.simulations": (1, None, False),
-    "search.children": (1, None, False),
-    "search.rollouts": (0, None, False),
-    "search.max_depth": (1, None, False),
-    "search.exploration": (0, None, False),
-    "search.parallel_simulations": (1, None, False),
-    "search.virtual_loss": (0, None, False),
-    "search.trees_in_flight": (0, None, False),
-    "search.max_calls": (1, None, False),
-    "search.step_retries": (0, None, False),
-    "search.puct_exploration": (0, None, False),
-    "search.target_correct": (1, None, False),
-    "search.min_point_distance": (0, 1, False),  # [0, 1): see _OPEN_HIGH
-    "search.max_consecutive_errors": (1, None, False),
-    "multiturn.crop_offset": (1, None, False),
-    "multiturn.crop_size": (28, None, False),
-    "multiturn.dot_radius": (0, None, False),
-    "inputs.max_image_pixels": (1, None, False),
-    "inputs.max_question_chars": (1, None, False),
-    "inputs.max_answer_chars": (1, None, False),
-    "inputs.max_choice_chars": (1, None, False),
-    "inputs.max_choices": (2, None, False),
-    "inputs.max_row_bytes": (1, None, False),
-    "store.checkpoint_s": (0, None, True),
-}
-_OPEN_HIGH = frozenset({"search.min_point_distance"})  # keys whose upper bound is excluded
-
-
-def range_text(low: float | None, high: float | None, open_low: bool, open_high: bool = False) -> str:
-    """``≥ 1``, ``> 0``, ``0..1``, ``(0, 1]``, ``[0, 1)``: an allowed range as the error message states it."""
-    if high is None:
-        return f"{'>' if open_low else '≥'} {low:g}"
-    if open_high:
-        return f"{'(' if open_low else '['}{low:g}, {high:g})"
-    return f"({low:g}, {high:g}]" if open_low else f"{low:g}..{high:g}"
-
-
-def check_range(key: str, value: float, low: float | None, high: float | None, open_low: bool = False,
-                open_high: bool = False) -> None:
-    """``ConfigError`` naming ``key`` and its allowed range when ``value`` lies outside it."""
-    bad = (low is not None and (value <= low if open_low else value < low)) or (
-        high is not None and (value >= high if open_high else value > high))
-    if bad:
-        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {range_text(low, high, open_low, open_high)})")
-
-
-def validate_run_config(cfg: RunConfig) -> None:
-    """Check every enum-like field of ``cfg`` (its annotation), every bounded knob (see ``_RANGES``) and the
-    cross-field rule; the first bad one is a ``ConfigError``. ``build_run_config`` calls it once."""
-    check_choices(cfg, "config")
-    for name in ("teacher", "search", "multiturn", "inputs", "store", "eval"):
-        check_choices(getattr(cfg, name), name)
-    for key, (low, high, open_low) in _RANGES.items():
-        section, _, name = key.rpartition(".")
-        owner = getattr(cfg, section) if section else cfg
-        value = getattr(owner, name, None)
-        if value is not None:
-            check_range(key, value, low, high, open_low, key in _OPEN_HIGH)
-    if cfg.teacher.min_pixels > cfg.teacher.max_pixels:
-        raise ConfigError(f"teacher.min_pixels: {cfg.teacher.min_pixels} is above teacher.max_pixels {cfg.teacher.max_pixels}")
-
-
-def choices_of(hint: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
-    """The allowed words (``Literal`` arguments) and open forms (``AtFile``, ``QuestionTemplate``) a field's
-    annotation names; None for a field that is not enum-like."""
-    members = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
-    words = tuple(w for m in members if get_origin(m) is Literal for w in get_args(m))
-    forms = tuple(m for m in members if m in _OPEN_FORMS)
-    return (words, forms) if words or forms else None
-
-
-def choice_text(hint: Any) -> str:
-    """The allowed values of an enum-like annotation as errors and docs state them: ``task, model, none or @FILE``."""
-    words, forms = choices_of(hint) or ((), ())
-    items = [str(w) for w in words] + [_OPEN_FORMS[f][0] for f in forms]
-    return f"{', '.join(items[:-1])} or {items[-1]}" if forms else ", ".join(items)
-
-
-def check_value(value: Any, hint: Any, key: str) -> None:
-    """A one-line ``ConfigError`` naming ``key`` and the allowed values unless ``value`` fits the enum-like
-    annotation ``hint`` (a ``Literal`` word, or an open form's text); other annotations accept anything."""
-    spec = choices_of(hint)
-    if spec is None or value in spec[0]:
-        return
-    if isinstance(value, str) and any(_OPEN_FORMS[f][1](value) for f in spec[1]):
-        return
-    raise ConfigError(f"{key}: {value!r} is not one of {choice_text(hint)}")
-
-
-def check_choices(obj: Any, where: str) -> None:
-    """Check every enum-like field of the dataclass ``obj`` against its annotation (not nested sections:
-    :func:`from_dict` checks each as it builds it). ``where`` is the section's name, ``config`` for the top."""
-    prefix = "" if where == "config" else f"{where.removeprefix('config.')}."
-    hints = get_type_hints(type(obj))
-    for f in fields(obj):
-        check_value(getattr(obj, f.name), hints[f.name], prefix + f.name)

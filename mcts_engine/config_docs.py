@@ -1,7 +1,7 @@
 """The knob reference (``docs/config.md``) rendered from the config dataclasses, so it cannot drift from them.
 
 One table per recipe section: key, type (an enum-like field's allowed values, a bounded knob's range from
-``config._RANGES``), default, and meaning. The meaning is the field's comment in the source: the full-line
+``config_checks._RANGES``), default, and meaning. The meaning is the field's comment in the source: the full-line
 comments directly above the field plus the comment at the end of its line (the source stays the one place
 a knob is described; no ``field(metadata=...)`` copy). A section's intro is its class docstring.
 
@@ -19,6 +19,7 @@ import tokenize
 from typing import Any, get_type_hints
 
 from . import config as C
+from . import config_checks as V
 
 HEADER = """# Configuration reference
 
@@ -79,13 +80,13 @@ def _default(f: dataclasses.Field) -> str:
 
 
 def _type(prefix: str, f: dataclasses.Field, hint: Any) -> str:
-    if C.choices_of(hint) is not None:
-        return _cell(C.choice_text(hint))
+    if V.choices_of(hint) is not None:
+        return _cell(V.choice_text(hint))
     text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     key = f"{prefix}.{f.name}" if prefix else f.name
-    if key in C._RANGES:
-        low, high, open_low = C._RANGES[key]
-        text += f", {C.range_text(low, high, open_low, key in C._OPEN_HIGH)}"
+    if key in V._RANGES:
+        low, high, open_low = V._RANGES[key]
+        text += f", {V.range_text(low, high, open_low, key in V._OPEN_HIGH)}"
     return _cell(text)
 
 

@@ -289,7 +289,7 @@ def test_every_enum_like_field_is_declared_literal_and_its_default_is_allowed() 
     """No enum-like ``str`` field left with its allowed values only in a comment: every default passes."""
     from typing import get_type_hints
 
-    from mcts_engine.config import choices_of
+    from mcts_engine.config_checks import choices_of
 
     for cls in (RunConfig, TeacherConfig, SearchConfig, MultiTurnConfig):
         hints = get_type_hints(cls)

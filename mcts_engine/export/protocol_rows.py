@@ -63,7 +63,8 @@ def protocol_settings(task: str, protocol: str | None, overrides: list[str] | No
     mcfg = from_dict(MultiTurnConfig, mt_section, "multiturn")
     source = str(data.get("system_prompt", "task"))
     text_source = str(data.get("user_text", "task"))
-    from ..config import SystemPromptSource, UserTextSource, check_value
+    from ..config import SystemPromptSource, UserTextSource
+    from ..config_checks import check_value
 
     check_value(source, SystemPromptSource, "system_prompt")
     check_value(text_source, UserTextSource, "user_text")
