@@ -27,6 +27,9 @@ Generated from the config dataclasses by `scripts/gen_config_docs.py` (do not ed
 fails when this page and the code disagree). A recipe (`mcts_engine/recipes/<task>.yaml`, or your own file via
 `--recipe`) sets any of these keys by section; `--set section.key=value` overrides one on the command line. An unknown
 key, a value outside its allowed words, or a number outside its range is a one-line error before any work.
+
+Adding a knob: a field with a default and a comment (its meaning here) in its section's dataclass; an enum-like one
+typed `Literal[...]`, a bounded number given a row in `_RANGES` (`mcts_engine/config_checks.py`); then run the script.
 """
 
 
