@@ -8,8 +8,9 @@ Validation has one style, applied when a config is built (:func:`from_dict`, :fu
 ``__post_init__`` nor where a value is used: an enum-like field is typed ``Literal[...]`` (optionally in a union with
 ``AtFile`` / ``QuestionTemplate``, the open text forms it also takes), and ``check_choices`` reads the allowed
 values from the annotation; a numeric field's bounds are a row of ``_RANGES``; the one cross-field rule is in
-``validate_run_config`` (all three in ``config_checks.py``). ``docs/config.md`` is generated from these dataclasses (``scripts/gen_config_docs.py``):
-a field's meaning is its comment (the full-line comments right above it plus the one at its line's end).
+``validate_run_config`` (all three in ``config_checks.py``). ``docs/config.md`` is generated from these dataclasses
+(``scripts/gen_config_docs.py``): a field's meaning is its comment (the full-line comments right above it plus the
+one at its line's end).
 """
 
 from __future__ import annotations
