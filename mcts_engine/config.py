@@ -1,8 +1,16 @@
 """Configuration: typed dataclasses, recipe YAML loading, ``--set key=value`` overrides, a config hash.
 
-A recipe (``recipes/<task>.yaml``) has one section per stage: ``teacher``, ``search``, ``export``,
-``train`` (plus ``task_options``, read by the task module). Every knob is a dataclass field with a documented default, so an
-unknown key in a recipe or an override is a one-line error, not a silent no-op.
+A recipe (``recipes/<task>.yaml``, shipped inside the package) has one section per stage: ``teacher``, ``search``,
+``export``, ``train`` (plus ``task_options``, read by the task module). Every knob is a dataclass field with a documented
+default, so an unknown key in a recipe or an override is a one-line error, not a silent no-op.
+
+Validation has one style, applied when a config is built (:func:`from_dict`, :func:`validate_run_config`), never in
+``__post_init__`` nor where a value is used: an enum-like field is typed ``Literal[...]`` (optionally in a union with
+``AtFile`` / ``QuestionTemplate``, the open text forms it also takes), and ``check_choices`` reads the allowed
+values from the annotation; a numeric field's bounds are a row of ``_RANGES``; the one cross-field rule is in
+``validate_run_config`` (all three in ``config_checks.py``). ``docs/config.md`` is generated from these dataclasses
+(``scripts/gen_config_docs.py``): a field's meaning is its comment (the full-line comments right above it plus the
+one at its line's end).
 """
 
 from __future__ import annotations
@@ -12,21 +20,30 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_type_hints
 
 import yaml
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+from .config_checks import AtFile, ConfigError, QuestionTemplate, check_choices, check_ranges, choices_of, validate_run_config
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: the bundled recipes
 
 
-IMAGE_FORMATS = ("auto", "png", "jpeg")  # how a teacher frame is encoded (samples.frame_format)
+ImageFormat = Literal["auto", "png", "jpeg"]  # how a teacher frame is encoded (samples.frame_format)
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 # Where a system prompt comes from (``protocol.resolve_system_prompt``): the task's text, the serving chat
 # template's default (no system message), an empty system message, or ``@FILE`` (the file's exact text).
-SYSTEM_PROMPT_SOURCES = ("task", "model", "none")
-USER_TEXT_SOURCES = ("task", "question")  # the first user turn: the task's wording, or the question as written
-CROP_SHAPES = ("aspect", "square")  # multi-turn crop output: longer side = crop_size | crop_size x crop_size
-CROP_BORDERS = ("shift", "clip")  # a region at the frame's edge: shifted inside (stays square) | clipped
-DOT_SPACES = ("crop", "region")  # the dot's radius in output-crop pixels (drawn after resizing) | region pixels
+SystemPromptSource = Union[Literal["task", "model", "none"], AtFile]
+# the first user turn: the task's wording, the question as written, or a template (inline or @FILE)
+UserTextSource = Union[Literal["task", "question"], AtFile, QuestionTemplate]
+CropShape = Literal["aspect", "square"]  # multi-turn crop output: longer side = crop_size | crop_size x crop_size
+CropBorder = Literal["shift", "clip"]  # a region at the frame's edge: shifted inside (stays square) | clipped
+DotSpace = Literal["crop", "region"]  # the dot's radius in output-crop pixels (drawn after resizing) | region pixels
+TeacherKind = Literal["openai", "sim", "vllm"]
+PromptStyle = Literal["continue", "plain"]
+SelectionRule = Literal["uct", "puct"]
+EarlyStop = Literal["none", "solved", "enough"]
+
 # MultiTurnConfig keys a protocol preset sets; records and hashes leave them out while they hold their
 # defaults, so run directories made before they existed keep their config hash (and resume)
 PROTOCOL_MT_KEYS = ("observation_text", "crop_shape", "crop_border", "dot_space", "dot_color", "dot_outline",
@@ -34,43 +51,31 @@ PROTOCOL_MT_KEYS = ("observation_text", "crop_shape", "crop_border", "dot_space"
 DEFAULT_OBSERVATION_TEXT = "<observation>\nZoomed view around ({x}, {y}):\n<image>\n</observation>"
 
 
-def check_choice(value: str, allowed: tuple[str, ...], key: str, file_ok: bool = False) -> None:
-    """One-line ``ConfigError`` unless ``value`` is one of ``allowed`` (or ``@FILE`` when ``file_ok``)."""
-    if value in allowed or (file_ok and value.startswith("@") and len(value) > 1):
-        return
-    extra = " or @FILE" if file_ok else ""
-    raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}{extra}")
-
-
-class ConfigError(ValueError):
-    """A bad recipe, override or option; its message is one line naming the key."""
-
-
 @dataclass
 class TeacherConfig:
-    kind: str = "sim"  # openai | sim | vllm
+    kind: TeacherKind = "sim"  # openai: an OpenAI-compatible server | sim: a scripted stand-in | vllm: in-process
     base_url: str = "http://localhost:8000/v1"  # comma-separated list spreads requests over servers
-    model: str = "Qwen/Qwen2.5-VL-72B-Instruct"
+    model: str = "Qwen/Qwen2.5-VL-72B-Instruct"  # the served model name
     api_key_env: str = "OPENAI_API_KEY"  # read at run time; never stored in the run directory
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float = 1.0  # sampling temperature of every request
+    top_p: float = 1.0  # nucleus sampling
     max_tokens: int = 256  # per step
     concurrency: int = 64  # requests in flight
     timeout_s: float = 300.0  # per request
     max_retries: int = 3  # retries of a failed request (teachers/retry.py: connection errors, timeouts, malformed replies, 408/409/429/5xx)
-    prompt_style: str = "continue"  # continue: vLLM continue_final_message; plain: steps as assistant turns
+    prompt_style: PromptStyle = "continue"  # continue: vLLM continue_final_message; plain: steps as assistant turns
     max_pixels: int = 1280 * 28 * 28  # the teacher's frame; points live in it
-    min_pixels: int = 56 * 56
+    min_pixels: int = 56 * 56  # a smaller image is scaled up to at least this many pixels
     # each image is resized to the frame and encoded once per sample: auto = JPEG for a JPEG source
     # (already lossy), lossless PNG for anything else; png | jpeg force one
-    image_format: str = "auto"
+    image_format: ImageFormat = "auto"
     jpeg_quality: int = 90  # when a frame (or a multi-turn crop) is sent as JPEG
     extra_body: dict[str, Any] = field(default_factory=dict)  # passed through to the server
     logprobs: bool = False  # ask the server for the sampled tokens' log-probs (Continuation.logprob)
     ca_file: str | None = None  # PEM bundle of extra trusted CAs for https teachers (SSL_CERT_FILE also honoured)
     # generate: the teacher's system prompt: task (the task's teacher prompt) | model (no system message: the
     # server's chat template applies its default) | none (an empty system message) | @FILE (the file's exact text)
-    system_prompt: str = "task"
+    system_prompt: SystemPromptSource = "task"
     # generate: warn once per run when a source image is shrunk by more than this factor (longer side) to fit
     # max_pixels (0 = never): the teacher then points in a frame with less detail than the source has
     warn_downscale: float = 0.0
@@ -80,13 +85,6 @@ class TeacherConfig:
     sim_mean_steps: float = 2.5  # grounded steps before answering
     sim_point_noise: float = 0.15  # jitter, as a fraction of the box size
     sim_bad_step_rate: float = 0.05  # P(a step points outside the frame or repeats a point)
-
-    def __post_init__(self) -> None:
-        if self.image_format not in IMAGE_FORMATS:
-            raise ConfigError(f"teacher.image_format: {self.image_format!r} is not one of {', '.join(IMAGE_FORMATS)}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"teacher.jpeg_quality: {self.jpeg_quality} is not within 1..100")
-        check_choice(self.system_prompt, SYSTEM_PROMPT_SOURCES, "teacher.system_prompt", file_ok=True)
 
 
 @dataclass
@@ -100,12 +98,12 @@ class SearchConfig:
     virtual_loss: float = 1.0  # pending visits added (with zero value) while a simulation is in flight
     trees_in_flight: int = 0  # 0 = derived from teacher.concurrency
     max_calls: int = 200  # teacher requests per sample (budget)
-    early_stop: str = "none"  # none | solved (a verified-correct leaf) | enough (target_correct + one wrong path)
+    early_stop: EarlyStop = "none"  # none | solved (a verified-correct leaf) | enough (target_correct + one wrong path)
     require_point: bool = True  # a thought step must name an (x, y) point
     step_retries: int = 2  # a rollout step rejected (bad point/format) is re-asked this many times
     # selection rule (docs/search.md): puct = Q + c_puct*P*sqrt(N_parent)/(1+N_child), P from the teacher's
     # log-probs (generate asks for them; uniform when the server gives none); uct = the reference's rule above
-    selection: str = "puct"
+    selection: SelectionRule = "puct"
     puct_exploration: float = 1.0  # c_puct (exploration is UCT's c)
     target_correct: int = 4  # early_stop=enough: distinct verified-correct paths a tree needs
     # a step within this distance (fraction of the frame's diagonal) of a point on its path is a repeat;
@@ -116,49 +114,30 @@ class SearchConfig:
     adaptive_rollouts: bool = False  # a new child under a node whose Q is below the root's gets one rollout
     max_consecutive_errors: int = 3  # failed requests in a row that end a tree early (it keeps what it found)
 
-    def __post_init__(self) -> None:
-        checks = {"selection": ("uct", "puct"), "early_stop": ("none", "solved", "enough")}
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"search.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if not 0.0 <= self.min_point_distance < 1.0:
-            raise ConfigError(f"search.min_point_distance: {self.min_point_distance} is not within [0, 1)")
-        if self.puct_exploration < 0 or self.exploration < 0:
-            raise ConfigError("search.exploration and search.puct_exploration must be >= 0")
-        if self.target_correct < 1:
-            raise ConfigError(f"search.target_correct: {self.target_correct} must be >= 1")
-        if self.max_consecutive_errors < 1:
-            raise ConfigError(f"search.max_consecutive_errors: {self.max_consecutive_errors} must be >= 1")
-
 
 @dataclass
 class MultiTurnConfig:
     """The zoom environment (``environment.py``): each step's tool call returns a crop around its point."""
 
-    enabled: bool = False
+    enabled: bool = False  # search (and eval/export) in zoom turns instead of one grounded chain
     crop_offset: int = 182  # half the side of the square region cut around the point (frame px)
     crop_size: int = 672  # the region's longer side after resizing (rounded to a multiple of 28)
     draw_dot: bool = False  # mark the point on the crop
-    dot_radius: int = 6
+    dot_radius: int = 6  # the dot's radius (pixels of dot_space)
     # The protocol of a released checkpoint (docs/protocols.md); defaults = this project's own environment.
     # The observation turn: {x}, {y} = the point, <image> = where the crop goes; @FILE reads the template
     observation_text: str = DEFAULT_OBSERVATION_TEXT
-    crop_shape: str = "aspect"  # aspect: longer side -> crop_size | square: resized to crop_size x crop_size
-    crop_border: str = "shift"  # shift: a region at the edge moves inside the frame | clip: it is cut at the edge
-    dot_space: str = "crop"  # crop: dot drawn after resizing (radius in crop px) | region: before (region px)
-    dot_color: str = "#ff0000"
+    crop_shape: CropShape = "aspect"  # aspect: longer side -> crop_size | square: resized to crop_size x crop_size
+    crop_border: CropBorder = "shift"  # shift: a region at the edge moves inside the frame | clip: it is cut at the edge
+    dot_space: DotSpace = "crop"  # crop: dot drawn after resizing (radius in crop px) | region: before (region px)
+    dot_color: str = "#ff0000"  # the dot's fill colour
     dot_outline: str = "#ffffff"  # "" = no outline
-    dot_outline_width: int = 1
+    dot_outline_width: int = 1  # pixels
     # The last allowed turn (the answer is required): final_think = a thought pre-filled before <answer>
     # (continue style; "" = only <answer>; @FILE reads it); final_user_text = the user turn that asks for the
     # answer (plain style; "" = the built-in one; @FILE reads it)
     final_think: str = ""
-    final_user_text: str = ""
-
-    def __post_init__(self) -> None:
-        check_choice(self.crop_shape, CROP_SHAPES, "multiturn.crop_shape")
-        check_choice(self.crop_border, CROP_BORDERS, "multiturn.crop_border")
-        check_choice(self.dot_space, DOT_SPACES, "multiturn.dot_space")
+    final_user_text: str = ""  # see final_think
 
 
 @dataclass
@@ -176,10 +155,10 @@ class InputConfig:
 
     allow_outside_root: bool = False  # image paths may resolve outside the image root (--allow-outside-root)
     max_image_pixels: int = 178_956_970  # width × height of one decoded image (2 × Pillow's default bound)
-    max_question_chars: int = 65_536
-    max_answer_chars: int = 16_384
+    max_question_chars: int = 65_536  # a longer question fails its row
+    max_answer_chars: int = 16_384  # a longer answer fails its row
     max_choice_chars: int = 4_096  # each option
-    max_choices: int = 64
+    max_choices: int = 64  # options of one multiple-choice question
     max_row_bytes: int = 16 * 1024 * 1024  # one JSONL line
 
 
@@ -192,32 +171,29 @@ class StoreConfig:
 
 @dataclass
 class RunConfig:
-    task: str = "sat2"
-    data: str | None = None
-    image_root: str | None = None
-    limit: int | None = None
-    seed: int = 0
+    task: str = "sat2"  # a task module's name (mcts_engine/tasks/)
+    data: str | None = None  # samples: JSONL, parquet, a datasets dir or a benchmark layout; null = the bundled set
+    image_root: str | None = None  # relative image paths resolve here (default: next to the data)
+    limit: int | None = None  # process at most this many samples (null = all)
+    seed: int = 0  # seeds the search and the sim teacher
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     multiturn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
     inputs: InputConfig = field(default_factory=InputConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-    task_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)  # read by the task module (its docstring lists them)
     export: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     # The model under test / the student (eval, demo, export rows, GRPO prompts): task | model | none | @FILE
     # (see TeacherConfig.system_prompt; docs/protocols.md)
-    system_prompt: str = "task"
+    system_prompt: SystemPromptSource = "task"
     # the first user turn: task (the task's wording) | question (the question as written) | a template with
     # {question} | @FILE (such a template)
-    user_text: str = "task"
+    user_text: UserTextSource = "task"
     protocol: str = ""  # the preset applied (--protocol), for the record
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        check_choice(self.system_prompt, SYSTEM_PROMPT_SOURCES, "system_prompt", file_ok=True)
-        if "{question}" not in self.user_text:
-            check_choice(self.user_text, USER_TEXT_SOURCES, "user_text", file_ok=True)
         self.derive()
 
     def derive(self) -> RunConfig:
@@ -327,7 +303,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
             kwargs[f.name] = from_dict(typ, data[f.name], f"{where}.{f.name}")
         else:
             kwargs[f.name] = _coerce(data[f.name], typ, f"{where}.{f.name}")
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    check_choices(built, where)
+    check_ranges(built, where)
+    return built
 
 
 def section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
@@ -375,7 +354,7 @@ def _is_text_field(schema: Any, path: list[str]) -> bool:
             return False
         cur = hints[name]
         if i == len(path) - 1:
-            return cur is str or str(cur) in ("str | None", "typing.Optional[str]")
+            return cur is str or str(cur) in ("str | None", "typing.Optional[str]") or choices_of(cur) is not None
     return False
 
 
@@ -405,15 +384,20 @@ def recipe_path(name_or_path: str) -> Path:
     return RECIPES_DIR / f"{name_or_path}.yaml"
 
 
+def bundled_recipes() -> list[str]:
+    """The names of the recipes shipped in the package (``mcts_engine/recipes/<name>.yaml``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
 def load_recipe(path: str | Path | None, task: str, _depth: int = 0) -> dict[str, Any]:
     """The recipe as a plain dict: ``path`` (a file, or a bundled recipe's name such as
-    ``vstar_multiturn``) if given, else ``recipes/<task>.yaml`` if it exists, else {}.
+    ``vstar_multiturn``) if given, else the bundled ``recipes/<task>.yaml``; a missing one (named or
+    the task's default) is a one-line ``ConfigError`` listing the bundled names.
     ``extends: NAME`` in a recipe loads NAME first and merges this recipe on top."""
     p = recipe_path(str(path)) if path else recipe_path(task)
-    if path and not p.exists():
-        raise ConfigError(f"recipe {path}: no such file or bundled recipe")
     if not p.exists():
-        return {}
+        what = f"recipe {path}" if path else f"task {task!r}: default recipe {p}"
+        raise ConfigError(f"{what}: no such file or bundled recipe (bundled: {', '.join(bundled_recipes()) or 'none'})")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -450,75 +434,3 @@ def build_run_config(recipe: dict[str, Any], overrides: list[str], **cli: Any) -
     cfg = from_dict(RunConfig, data, "config")
     validate_run_config(cfg)
     return cfg
-
-
-# Allowed ranges of numeric knobs: key → (lowest, highest, lowest excluded). A value outside is a
-# one-line ConfigError naming the key, before any work (a zero budget would store empty trees).
-_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "limit": (1, None, False),
-    "teacher.temperature": (0, None, False),
-    "teacher.top_p": (0, 1, True),
-    "teacher.max_tokens": (1, None, False),
-    "teacher.concurrency": (1, None, False),
-    "teacher.timeout_s": (0, None, True),
-    "teacher.max_retries": (0, None, False),
-    "teacher.max_pixels": (1, None, False),
-    "teacher.min_pixels": (1, None, False),
-    "teacher.sim_accuracy": (0, 1, False),
-    "teacher.sim_latency_s": (0, None, False),
-    "teacher.sim_mean_steps": (0, None, False),
-    "teacher.sim_point_noise": (0, None, False),
-    "teacher.sim_bad_step_rate": (0, 1, False),
-    "search.simulations": (1, None, False),
-    "search.children": (1, None, False),
-    "search.rollouts": (0, None, False),
-    "search.max_depth": (1, None, False),
-    "search.exploration": (0, None, False),
-    "search.parallel_simulations": (1, None, False),
-    "search.virtual_loss": (0, None, False),
-    "search.trees_in_flight": (0, None, False),
-    "search.max_calls": (1, None, False),
-    "search.step_retries": (0, None, False),
-    "multiturn.crop_offset": (1, None, False),
-    "multiturn.crop_size": (28, None, False),
-    "multiturn.dot_radius": (0, None, False),
-    "inputs.max_image_pixels": (1, None, False),
-    "inputs.max_question_chars": (1, None, False),
-    "inputs.max_answer_chars": (1, None, False),
-    "inputs.max_choice_chars": (1, None, False),
-    "inputs.max_choices": (2, None, False),
-    "inputs.max_row_bytes": (1, None, False),
-    "store.checkpoint_s": (0, None, True),
-}
-_CHOICES: dict[str, tuple[str, ...]] = {"search.early_stop": ("none", "solved")}
-
-
-def range_text(low: float | None, high: float | None, open_low: bool) -> str:
-    """``≥ 1``, ``> 0``, ``0..1``, ``(0, 1]``: an allowed range as the error message states it."""
-    if high is None:
-        return f"{'>' if open_low else '≥'} {low:g}"
-    return f"({low:g}, {high:g}]" if open_low else f"{low:g}..{high:g}"
-
-
-def check_range(key: str, value: float, low: float | None, high: float | None, open_low: bool = False) -> None:
-    """``ConfigError`` naming ``key`` and its allowed range when ``value`` lies outside it."""
-    bad = (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high)
-    if bad:
-        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {range_text(low, high, open_low)})")
-
-
-def validate_run_config(cfg: RunConfig) -> None:
-    """Check every bounded knob of ``cfg`` (see ``_RANGES``); the first bad one is a ``ConfigError``."""
-    for key, (low, high, open_low) in _RANGES.items():
-        section, _, name = key.rpartition(".")
-        owner = getattr(cfg, section) if section else cfg
-        value = getattr(owner, name, None)
-        if value is not None:
-            check_range(key, value, low, high, open_low)
-    for key, allowed in _CHOICES.items():
-        section, _, name = key.rpartition(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-    if cfg.teacher.min_pixels > cfg.teacher.max_pixels:
-        raise ConfigError(f"teacher.min_pixels: {cfg.teacher.min_pixels} is above teacher.max_pixels {cfg.teacher.max_pixels}")

@@ -44,14 +44,14 @@ from .teachers.base import PromptState, PromptContext, Teacher, TeacherError, Te
 from .zoom.environment import MULTITURN_STOPS
 from .zoom.observer import make_observer
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parent / "sample_data"  # package data: the bundled sample sets
 # This many samples in a row with nothing usable from the teacher (the search raised TeacherError) means the
 # teacher is down: stop, keep the rest. A tree that got something despite errors is stored and resets the count.
 MAX_CONSECUTIVE_TEACHER_FAILURES = 8
 
 
 def default_data(task: str) -> Path:
-    """The bundled sample set of a task: ``data/<task>_sample/samples.jsonl``."""
+    """The bundled sample set of a task: ``mcts_engine/sample_data/<task>_sample/samples.jsonl``."""
     d = DATA_DIR / f"{task}_sample"
     f = d / "samples.jsonl"
     return f if f.exists() else d

@@ -18,7 +18,7 @@ reports:
   failed, faults served, requests retried, choices asked by attempts that failed (and choices the server
   decoded for replies that were then lost), and throughput ÷ ideal counting only the choices delivered.
 
-Samples: the bundled ``data/sat2_sample`` set repeated to ``--samples`` under fresh ids, each repeat with
+Samples: the bundled ``mcts_engine/sample_data/sat2_sample`` set repeated to ``--samples`` under fresh ids, each repeat with
 its own image file of different content (one pixel changed), so every sample pays the whole image
 preparation; synthesized images if the bundled set is missing.
 
@@ -83,7 +83,7 @@ def make_samples(n: int, workdir: Path) -> Path:
     image several samples share (``FrameCache``), and the benchmark must not profit from that."""
     from PIL import Image
 
-    src = ROOT / "data" / "sat2_sample" / "samples.jsonl"
+    src = ROOT / "mcts_engine" / "sample_data" / "sat2_sample" / "samples.jsonl"
     base: list[dict] = []
     if src.exists():
         for line in src.read_text().splitlines():
@@ -300,7 +300,7 @@ def image_prep(repeats: int) -> None:
     from mcts_engine.samples.png import encode_png_rgb
     from mcts_engine.samples import open_image
 
-    sets = {name: sorted(p for p in (ROOT / "data" / f"{name}_sample").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:8]
+    sets = {name: sorted(p for p in (ROOT / "mcts_engine" / "sample_data" / f"{name}_sample").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:8]
             for name in ("sat2", "screenspot", "vstar")}
     photos = [_photo_like(i) for i in range(4)]
 

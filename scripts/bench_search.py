@@ -59,7 +59,7 @@ SETTINGS: dict[str, list[str]] = {
 
 def make_samples(n: int, workdir: Path) -> Path:
     """The bundled SAT-2 samples repeated to ``n`` under fresh ids (absolute image paths)."""
-    src = ROOT / "data" / "sat2_sample" / "samples.jsonl"
+    src = ROOT / "mcts_engine" / "sample_data" / "sat2_sample" / "samples.jsonl"
     base = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
     out = workdir / "samples.jsonl"
     with out.open("w") as fh:

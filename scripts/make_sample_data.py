@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Render the bundled SAT-style spatial sample set in ``data/sat2_sample/`` (deterministic, seeded).
+"""Render the bundled SAT-style spatial sample set in ``mcts_engine/sample_data/sat2_sample/`` (deterministic, seeded).
 
 Each item is a synthetic indoor scene (wall, floor with perspective lines, 3-5 labelled coloured
 objects: boxes, balls, chairs, lamps) and one multiple-choice question of a SAT kind:
@@ -22,7 +22,7 @@ Outputs (rerunning gives byte-identical files for the same Pillow/pyarrow versio
                            {bytes, path}), question, answers, correct_answer, question_type
 - ``vigorl.jsonl``         6 items in ViGoRL's JSONL shape: id, image, conversations [human, gpt]
 
-Usage: ``python scripts/make_sample_data.py [--out data/sat2_sample] [--n 32] [--seed 2025]``
+Usage: ``python scripts/make_sample_data.py [--out mcts_engine/sample_data/sat2_sample] [--n 32] [--seed 2025]``
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "data" / "sat2_sample"
+DEFAULT_OUT = REPO / "mcts_engine" / "sample_data" / "sat2_sample"
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (210, 40, 40),

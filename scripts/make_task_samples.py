@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Render the bundled sample sets of the benchmark tasks, deterministically, in each benchmark's OWN layout.
 
-    python scripts/make_task_samples.py                 # all tasks into data/<task>_sample/
+    python scripts/make_task_samples.py                 # all tasks into mcts_engine/sample_data/<task>_sample/
     python scripts/make_task_samples.py --tasks blink --out /tmp/x   # one task, elsewhere
 
 Everything is synthetic (drawn with PIL from a seeded RNG; no real benchmark images): the point is that
@@ -443,7 +443,7 @@ MAKERS = {"blink": make_blink, "vstar": make_vstar, "screenspot": make_screenspo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(MAKERS), help="comma-separated subset of " + ", ".join(MAKERS))
-    ap.add_argument("--out", type=Path, default=ROOT / "data", help="parent directory (default data/)")
+    ap.add_argument("--out", type=Path, default=ROOT / "mcts_engine" / "sample_data", help="parent directory (default mcts_engine/sample_data/)")
     ap.add_argument("--seed", type=int, default=2025)
     args = ap.parse_args()
     for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:

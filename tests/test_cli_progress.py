@@ -15,7 +15,7 @@ from mcts_engine.progress import CountingTeacher, Progress, count_samples, eta_s
 from mcts_engine.samples import load_samples
 from mcts_engine.testing.stub_server import StubServer
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data"
 LINE = re.compile(r"generate: (\d+)/(\d+) samples · (\d+) in flight · ([\d.]+) calls/s")
 
 

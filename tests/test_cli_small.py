@@ -14,7 +14,7 @@ from mcts_engine.evaluation.demo import DEMO_DIR, page_path
 from mcts_engine.export.console import next_train_hint, size_line
 
 runner = CliRunner()
-IMAGE = Path(__file__).resolve().parent.parent / "data" / "sat2_sample" / "images" / "sat2_000.png"
+IMAGE = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data" / "sat2_sample" / "images" / "sat2_000.png"
 
 
 @pytest.mark.parametrize("command", [[], ["generate"], ["export"], ["report"], ["eval"], ["demo"], ["train"], ["env"]])

@@ -13,7 +13,7 @@ from mcts_engine.commands import TEACHER_KINDS, choose_teacher, recipe_teacher_k
 
 runner = CliRunner()
 DEAD = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
-IMAGE = Path(__file__).resolve().parent.parent / "data" / "sat2_sample" / "images" / "sat2_000.png"
+IMAGE = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data" / "sat2_sample" / "images" / "sat2_000.png"
 
 FLAGS = [None, *TEACHER_KINDS]
 COMBOS = list(itertools.product(FLAGS, [None, DEAD], [None, "qwen-vl"], FLAGS, [True, False]))

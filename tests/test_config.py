@@ -9,6 +9,7 @@ import pytest
 from mcts_engine.config import (
     RECIPES_DIR,
     ConfigError,
+    MultiTurnConfig,
     RunConfig,
     SearchConfig,
     TeacherConfig,
@@ -18,6 +19,7 @@ from mcts_engine.config import (
     load_recipe,
     parse_override,
     recipe_path,
+    validate_run_config,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -51,7 +53,9 @@ def test_recipe_missing_and_unknown_task(tmp_path: Path) -> None:
         load_recipe(str(tmp_path / "missing.yml"), "sat2")
     with pytest.raises(ConfigError, match="no such file or bundled recipe"):
         load_recipe("no_such_recipe_name", "sat2")
-    assert load_recipe(None, "no-such-task-xyz") == {}
+    with pytest.raises(ConfigError) as exc:  # a task without its default recipe is an error, not {}
+        load_recipe(None, "no-such-task-xyz")
+    assert "no-such-task-xyz" in str(exc.value) and "sat2" in str(exc.value) and "\n" not in str(exc.value)
     assert recipe_path("sat2") == RECIPES_DIR / "sat2.yaml"
 
 
@@ -253,3 +257,44 @@ def test_hash_independent_of_key_order() -> None:
 def test_to_dict_round_trip() -> None:
     cfg = build_run_config({}, ["search.simulations=5", 'teacher.extra_body={"a": 1}'])
     assert from_dict(RunConfig, cfg.to_dict(), "config") == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.early_stop=solve", "search.early_stop: 'solve' is not one of none, solved, enough"),
+    ("teacher.prompt_style=contine", "teacher.prompt_style: 'contine' is not one of continue, plain"),
+    ("teacher.kind=gpt", "teacher.kind: 'gpt' is not one of openai, sim, vllm"),
+    ("search.selection=ucb", "search.selection: 'ucb' is not one of uct, puct"),
+    ("multiturn.crop_border=wrap", "multiturn.crop_border: 'wrap' is not one of shift, clip"),
+    ("teacher.system_prompt=mine", "teacher.system_prompt: 'mine' is not one of task, model, none or @FILE"),
+    ("user_text=hello", "user_text: 'hello' is not one of task, question, @FILE or a template with {question}"),
+    ("search.min_point_distance=1", "search.min_point_distance: 1.0 is out of range (allowed: [0, 1))"),
+    ("search.target_correct=0", "search.target_correct: 0 is out of range (allowed: ≥ 1)"),
+])
+def test_enum_like_and_bounded_fields_fail_in_one_line_naming_the_allowed_values(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        build_run_config({}, [override])
+    assert str(exc.value) == message
+
+
+def test_choices_are_checked_in_a_recipe_and_in_a_section_built_alone() -> None:
+    with pytest.raises(ConfigError, match=r"^search.early_stop: 'solve' is not one of none, solved, enough$"):
+        build_run_config({"search": {"early_stop": "solve"}}, [])
+    with pytest.raises(ConfigError, match=r"^multiturn.dot_space: 'px' is not one of crop, region$"):
+        from_dict(MultiTurnConfig, {"dot_space": "px"}, "multiturn")
+    cfg = build_run_config({}, ["search.early_stop=enough", "user_text=Q: {question}", "system_prompt=@p.txt"])
+    assert (cfg.search.early_stop, cfg.user_text, cfg.system_prompt) == ("enough", "Q: {question}", "@p.txt")
+
+
+def test_every_enum_like_field_is_declared_literal_and_its_default_is_allowed() -> None:
+    """No enum-like ``str`` field left with its allowed values only in a comment: every default passes."""
+    from typing import get_type_hints
+
+    from mcts_engine.config_checks import choices_of
+
+    for cls in (RunConfig, TeacherConfig, SearchConfig, MultiTurnConfig):
+        hints = get_type_hints(cls)
+        for name in ("kind", "prompt_style", "image_format", "early_stop", "selection", "crop_shape", "crop_border",
+                     "dot_space", "system_prompt", "user_text"):
+            if name in hints:
+                assert choices_of(hints[name]) is not None, f"{cls.__name__}.{name}"
+    validate_run_config(RunConfig())

@@ -17,7 +17,7 @@ from mcts_engine.zoom.environment import format_tool_call
 from mcts_engine.testing.refused_port import refused_url
 
 runner = CliRunner()
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data"
 VSTAR_IMAGE = DATA / "vstar_sample" / "direct_attributes" / "sa_1000.jpg"
 SCREEN = DATA / "screenspot_sample" / "screenspotv2_image" / "web_shop_0.png"
 

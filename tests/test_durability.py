@@ -42,7 +42,10 @@ def env() -> dict[str, str]:
 
 def tree_lines(run: Path) -> list[dict]:
     p = run / TREES
-    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+    if not p.exists():
+        return []
+    # complete lines only: the run may be appending a tree while the test reads the file
+    return [json.loads(x) for x in p.read_text().split("\n")[:-1] if x]
 
 
 def read_inflight(run: Path) -> dict[str, dict]:
@@ -149,8 +152,9 @@ def test_every_reply_is_checkpointed_within_the_interval(tmp_path, monkeypatch):
 ])
 def test_signal_checkpoints_every_tree_in_flight_then_resumes(tmp_path, sig, code, task, recipe):
     out = tmp_path / "run"
+    # slow enough that the 8 samples cannot all finish in the 0.3 s between the first tree and the signal
     args = ["generate", "--no-progress", "--task", task, "--out", str(out), "--limit", "8",
-            "--set", "teacher.sim_latency_s=0.05", "--set", "search.trees_in_flight=3"]
+            "--set", "teacher.sim_latency_s=0.1", "--set", "search.trees_in_flight=3"]
     if recipe:
         args += ["--recipe", recipe]
     no_periodic = ["--set", "store.checkpoint_s=600"]  # only the signal's flush writes checkpoints

@@ -67,7 +67,7 @@ def test_config_rejects_unknown_format_and_quality():
     assert build_run_config(rec, []).teacher.image_format == "auto"
     with pytest.raises(ConfigError, match=r"teacher.image_format: 'webp' is not one of auto, png, jpeg"):
         build_run_config(rec, ["teacher.image_format=webp"])
-    with pytest.raises(ConfigError, match=r"teacher.jpeg_quality: 0 is not within 1..100"):
+    with pytest.raises(ConfigError, match=r"teacher.jpeg_quality: 0 is out of range \(allowed: 1..100\)"):
         build_run_config(rec, ["teacher.jpeg_quality=0"])
 
 

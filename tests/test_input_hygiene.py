@@ -21,7 +21,7 @@ from mcts_engine.samples import Sample, SampleError, load_samples, load_table, o
 from _export_helpers import add_cache, make_image, make_run, rich_tree
 
 runner = CliRunner()
-BUNDLED = Path(__file__).resolve().parent.parent / "data" / "sat2_sample"
+BUNDLED = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data" / "sat2_sample"
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -380,7 +380,7 @@ def test_ranges_table() -> None:
     for bad, msg in [("search.rollouts=-1", "search.rollouts: -1 is out of range (allowed: ≥ 0)"),
                      ("teacher.top_p=0", "teacher.top_p: 0.0 is out of range (allowed: (0, 1])"),
                      ("teacher.sim_accuracy=1.5", "teacher.sim_accuracy: 1.5 is out of range (allowed: 0..1)"),
-                     ("search.early_stop=maybe", "search.early_stop: 'maybe' is not one of none, solved"),
+                     ("search.early_stop=maybe", "search.early_stop: 'maybe' is not one of none, solved, enough"),
                      ("teacher.min_pixels=5000000", "teacher.min_pixels: 5000000 is above teacher.max_pixels")]:
         with pytest.raises(ConfigError) as exc:
             build_run_config({}, [bad])

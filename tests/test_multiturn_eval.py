@@ -22,7 +22,7 @@ from mcts_engine.tasks import get_task
 from mcts_engine.teachers.base import Continuation, PromptState, PromptContext, TeacherReply
 
 runner = CliRunner()
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data"
 WEB = DATA / "screenspot_sample" / "screenspot_web_v2.json"
 
 

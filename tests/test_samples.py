@@ -24,7 +24,7 @@ from mcts_engine.samples import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-BUNDLED = REPO / "data" / "sat2_sample"
+BUNDLED = REPO / "mcts_engine" / "sample_data" / "sat2_sample"
 
 
 def png(w: int = 64, h: int = 48, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:

@@ -23,7 +23,7 @@ GOLDEN = Path(__file__).parent / "golden" / "tree_record_a398637.jsonl"  # writt
 
 def old_record() -> dict:
     rec = json.loads(GOLDEN.read_text().splitlines()[0])
-    rec["sample"]["image_root"] = str(ROOT / "data" / "sat2_sample")
+    rec["sample"]["image_root"] = str(ROOT / "mcts_engine" / "sample_data" / "sat2_sample")
     return rec
 
 
@@ -44,7 +44,7 @@ def test_an_old_run_directory_still_exports_and_reports(tmp_path: Path) -> None:
     rec = old_record()
     run = make_run(tmp_path, [json.dumps(rec)])
     img = rec["images"][0]
-    src = ROOT / "data" / "sat2_sample" / rec["sample"]["images"][0]
+    src = ROOT / "mcts_engine" / "sample_data" / "sat2_sample" / rec["sample"]["images"][0]
     (run / "images").mkdir(exist_ok=True)
     Image.open(src).convert("RGB").resize((img["width"], img["height"])).save(run / img["file"])
     res = export_run(run, tmp_path / "out", kinds=["sft", "grpo"], cfg=ExportConfig(val_fraction=0.0))

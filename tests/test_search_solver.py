@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mcts_engine.config import ConfigError, SearchConfig
+from mcts_engine.config import ConfigError, SearchConfig, from_dict
 from mcts_engine.search.mcts import TreeSearch, select_path
 from mcts_engine.search.select import close_all, refresh_closed
 from mcts_engine.search.stopping import distinct_correct, early_stop_reached, enough
@@ -157,7 +157,7 @@ def test_search_config_checks_new_values() -> None:
     for bad in ({"selection": "ucb"}, {"early_stop": "never"}, {"min_point_distance": 1.5}, {"target_correct": 0},
                 {"max_consecutive_errors": 0}):
         with pytest.raises(ConfigError, match="search."):
-            SearchConfig(**bad)
+            from_dict(SearchConfig, bad, "search")  # how recipes and --set build a section (checked once)
 
 
 # ------------------------------------------------------------------------------------ failures

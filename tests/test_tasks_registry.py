@@ -14,7 +14,7 @@ from mcts_engine.samples import vigorl
 from mcts_engine.samples.probe import InputProbe
 from mcts_engine.tasks import TASKS, get_task, layout_modules, load_benchmark, task_names
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data"
 
 
 def test_every_task_module_is_discovered():

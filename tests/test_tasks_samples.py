@@ -38,7 +38,7 @@ def test_bundled_samples_load_cleanly(path, task, n):
     from mcts_engine.frame import frame_for
     from mcts_engine.tasks import get_task
 
-    items = list(load_samples(ROOT / "data" / path, task=task))
+    items = list(load_samples(ROOT / "mcts_engine" / "sample_data" / path, task=task))
     assert all(isinstance(i, Sample) for i in items), [str(i) for i in items if not isinstance(i, Sample)]
     assert len(items) == n and len({i.id for i in items}) == n
     t = get_task(task)

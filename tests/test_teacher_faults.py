@@ -151,7 +151,7 @@ def test_generate_under_the_fault_mix_finishes_every_sample_once(tmp_path):
     from mcts_engine.config import build_run_config, load_recipe
     from mcts_engine.generate import run_generate
 
-    data = ROOT / "data" / "sat2_sample" / "samples.jsonl"
+    data = ROOT / "mcts_engine" / "sample_data" / "sat2_sample" / "samples.jsonl"
     with StubServer(faults=MIX, hang_s=1.0, retry_after_s=0.01, seed=5) as srv:
         cfg = build_run_config(load_recipe(None, "sat2"), [
             "teacher.kind=openai", f"teacher.base_url={srv.url}", "teacher.model=stub-model", "teacher.concurrency=16",

@@ -18,7 +18,7 @@ from ..teachers.urls import public_urls
 
 def eval(  # noqa: A001 - the command's name
     task: str | None = typer.Option(None, help="Task: sat2, blink, vstar, screenspot, osatlas, web_action (default: the recipe's task, else sat2)."),
-    data: Path | None = typer.Option(None, help="Benchmark data (its own layout, or JSONL/parquet). Default: bundled data/<task>_sample."),
+    data: Path | None = typer.Option(None, help="Benchmark data (its own layout, or JSONL/parquet). Default: the bundled sample_data/<task>_sample."),
     image_root: Path | None = typer.Option(None, help="Directory that relative image paths are resolved against (default: the data file's directory); images must stay inside it."),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Accept image paths that resolve outside the image root; see docs/input-data.md."),
     teacher: str | None = typer.Option(None, help="openai | sim | vllm. Default: the recipe's teacher.kind; else openai when --base-url/--model is given or --data is; sim only on the bundled data with none of these."),
@@ -62,11 +62,8 @@ def eval(  # noqa: A001 - the command's name
             fail(str(exc))
     if task not in task_names():
         fail(f"unknown task {task!r} (known: {', '.join(task_names())})")
-    try:
-        from ..generate import default_data
-    except ImportError:  # pragma: no cover - partial checkout
-        def default_data(name: str) -> Path:
-            return Path(__file__).resolve().parents[2] / "data" / f"{name}_sample"
+    from ..generate import default_data
+
     bundled = data is None
     try:
         rec = load_with_protocol(recipe, task, protocol)

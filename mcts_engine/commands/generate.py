@@ -18,7 +18,7 @@ from ..teachers.urls import public_urls
 
 def generate(
     task: str | None = typer.Option(None, help="Task name (default: the recipe's `task`, else sat2)."),
-    data: Path | None = typer.Option(None, help="Samples: .jsonl (ViGoRL or plain), .parquet, or a datasets dir. Default: bundled data/<task>_sample."),
+    data: Path | None = typer.Option(None, help="Samples: .jsonl (ViGoRL or plain), .parquet, or a datasets dir. Default: the bundled sample_data/<task>_sample."),
     image_root: Path | None = typer.Option(None, help="Directory that relative image paths are resolved against (default: the data file's directory); images must stay inside it."),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Accept image paths that resolve outside the image root (absolute paths, ../, symlinks out); see docs/input-data.md."),
     teacher: str | None = typer.Option(None, help="openai | sim | vllm. Default: the recipe's teacher.kind; else openai when --base-url/--model is given or --data is; sim only on the bundled data with none of these."),

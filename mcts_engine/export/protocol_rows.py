@@ -63,11 +63,11 @@ def protocol_settings(task: str, protocol: str | None, overrides: list[str] | No
     mcfg = from_dict(MultiTurnConfig, mt_section, "multiturn")
     source = str(data.get("system_prompt", "task"))
     text_source = str(data.get("user_text", "task"))
-    from ..config import SYSTEM_PROMPT_SOURCES, USER_TEXT_SOURCES, check_choice
+    from ..config import SystemPromptSource, UserTextSource
+    from ..config_checks import check_value
 
-    check_choice(source, SYSTEM_PROMPT_SOURCES, "system_prompt", file_ok=True)
-    if "{question}" not in text_source:
-        check_choice(text_source, USER_TEXT_SOURCES, "user_text", file_ok=True)
+    check_value(source, SystemPromptSource, "system_prompt")
+    check_value(text_source, UserTextSource, "user_text")
     # only what the preset or --set names: a key left unset keeps the run's own value in the rows
     geometry = {k: getattr(mcfg, k) for k in ("crop_offset", "crop_size", "draw_dot", "dot_radius") if k in mt_section}
     keys = {k: v for k, v in row_multiturn(asdict(mcfg)).items() if k in mt_section}
