@@ -144,10 +144,11 @@ def test_fault_plans_are_seeded_and_follow_their_rates():
             parse_faults(bad)
 
 
-def test_generate_under_the_fault_mix_finishes_every_sample_once(tmp_path):
+@pytest.mark.parametrize("retries", [3, 10])
+def test_generate_under_the_fault_mix_finishes_every_sample_once(tmp_path, retries):
     """The issue's fault mix (plus the protocol faults) on the bundled SAT-2 samples: every sample
-    finished, none failed, none twice. ``max_retries`` is 10: with it no request of this run exhausts
-    its retries (the search's own tolerance of a failed request is tested with the search)."""
+    finished, none failed, none twice — with the default ``max_retries`` (3: a request that still fails
+    costs its expansion or rollout, and the search goes on) and with 10 (no request exhausts its retries)."""
     from mcts_engine.config import build_run_config, load_recipe
     from mcts_engine.generate import run_generate
 
@@ -155,7 +156,7 @@ def test_generate_under_the_fault_mix_finishes_every_sample_once(tmp_path):
     with StubServer(faults=MIX, hang_s=1.0, retry_after_s=0.01, seed=5) as srv:
         cfg = build_run_config(load_recipe(None, "sat2"), [
             "teacher.kind=openai", f"teacher.base_url={srv.url}", "teacher.model=stub-model", "teacher.concurrency=16",
-            "teacher.max_retries=10", "teacher.timeout_s=0.5", "search.simulations=3", "search.children=2",
+            f"teacher.max_retries={retries}", "teacher.timeout_s=0.5", "search.simulations=3", "search.children=2",
             "search.rollouts=1", "limit=16",
         ], data=str(data), seed=0)
         stats = run_generate(cfg, tmp_path / "run", force=True, progress=False)
