@@ -61,6 +61,22 @@ class UniqueReplies:
         return f"<think> Region r{k} is at ({1 + k % (w - 2)}, {1 + (k // (w - 2)) % (h - 2)}). </think>"
 
 
+class KillSwitch(UniqueReplies):
+    """Sets ``fire`` while answering a request past the first ``after`` choices that extends a path (its
+    tree has nodes besides the root, so killing the server then leaves a partial tree behind)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.fire = threading.Event()
+
+    def __call__(self, body: dict[str, Any], i: int, rng) -> str:
+        text = super().__call__(body, i, rng)
+        if self.count > self.after and read_prompt(body).steps >= 1:
+            self.fire.set()
+        return text
+
+
 def tag_of(text: str) -> int:
     m = TAG.search(text)
     assert m is not None, text
@@ -173,18 +189,17 @@ def test_server_dying_mid_run_stops_with_one_line_and_keeps_what_was_done(tmp_pa
 
     monkeypatch.setattr(oc, "_backoff_sleep", no_wait)
     out = tmp_path / "run"
-    replies = UniqueReplies()
-    srv = StubServer(keep_bodies=True, replies=replies, latency_s=0.01).start_in_thread()
+    replies = KillSwitch(after=12)
+    # each choice takes 0.1 s: the request that pulls the switch is still in flight when the server goes
+    srv = StubServer(keep_bodies=True, replies=replies, latency_s=0.1).start_in_thread()
     killed = threading.Event()
 
-    def kill_after(k: int) -> None:
-        deadline = time.monotonic() + 30
-        while srv.stats.chat_requests < k and time.monotonic() < deadline:
-            time.sleep(0.002)
-        srv.stop_thread()
-        killed.set()
+    def kill() -> None:
+        if replies.fire.wait(30):
+            srv.stop_thread()
+            killed.set()
 
-    killer = threading.Thread(target=kill_after, args=(12,), daemon=True)
+    killer = threading.Thread(target=kill, daemon=True)
     killer.start()
     try:
         res = CliRunner().invoke(app, [
@@ -195,9 +210,11 @@ def test_server_dying_mid_run_stops_with_one_line_and_keeps_what_was_done(tmp_pa
             "--set", "search.trees_in_flight=2", "--set", "search.parallel_simulations=1",
         ])
     finally:
+        fired = replies.fire.is_set()
+        replies.fire.set()  # had the run ended first, the killer must not wait
         killer.join(35)
         srv.stop_thread()
-    assert killed.is_set()
+    assert fired and killed.is_set(), res.output
     assert "Traceback" not in res.output, res.output
     assert res.exception is None or isinstance(res.exception, SystemExit), res.output
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
