@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -173,7 +172,7 @@ def test_requests_match_the_trees_one_to_one(tmp_path, style):
 
 def test_concurrency_bounds_the_requests_in_flight_at_the_server(tmp_path):
     # six trees with two simulations each want up to 12 requests at once; the teacher allows 3
-    stats, trees, records, served, _ = generate(
+    stats, trees, _, served, _ = generate(
         tmp_path, "continue", "limit=6", "search.simulations=3", "search.parallel_simulations=2",
         "search.trees_in_flight=6", "teacher.concurrency=3", latency_s=0.03)
     assert stats["finished"] == 6

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from test_search_mcts import FRAME, ScriptedTeacher, make_ctx
 
 from mcts_engine.config import SearchConfig
-from mcts_engine.search.select import backup, best_child, priors, puct, select_path, uct
 from mcts_engine.search.mcts import TreeSearch
+from mcts_engine.search.select import backup, best_child, priors, puct, select_path, uct
 from mcts_engine.search.tree import Tree
 from mcts_engine.teachers.base import PromptState
-
-from test_search_mcts import FRAME, ScriptedTeacher, make_ctx
 
 
 def three_children() -> Tree:
@@ -38,6 +37,14 @@ def names(tree: Tree) -> dict[str, object]:
     return {tree.nodes[c].text: tree.nodes[c] for c in tree.root.children}
 
 
+def assert_uct(tree: Tree, c: float, vl: float, expected: dict[str, float], winner: str) -> None:
+    """Each root child's UCT score is the hand-computed one, and the argmax is ``winner``."""
+    kids = names(tree)
+    for name, score in expected.items():
+        assert uct(kids[name], tree.root, c, vl) == pytest.approx(score, abs=2e-6), name
+    assert best_child(tree, tree.root, c, vl, "uct").text == winner
+
+
 # --------------------------------------------------------------------------------------------
 # UCT
 # --------------------------------------------------------------------------------------------
@@ -53,10 +60,7 @@ def names(tree: Tree) -> dict[str, object]:
 ])
 def test_uct_scores_and_argmax_with_distinct_q(c, expected, winner):
     tree = three_children()
-    kids = names(tree)
-    for name, score in expected.items():
-        assert uct(kids[name], tree.root, c, 1.0) == pytest.approx(score, abs=2e-6)
-    assert best_child(tree, tree.root, c, 1.0, "uct").text == winner
+    assert_uct(tree, c, 1.0, expected, winner)
     assert [n.text for n in select_path(tree, children=3, c=c, virtual_loss=1.0, rule="uct")] == ["", winner]
 
 
@@ -75,11 +79,8 @@ def test_uct_scores_and_argmax_with_distinct_q(c, expected, winner):
 ])
 def test_virtual_loss_on_the_child_lowers_its_score_by_its_weight(vl, expected, winner):
     tree = three_children()
-    kids = names(tree)
-    kids["A"].pending = tree.root.pending = 1
-    for name, score in expected.items():
-        assert uct(kids[name], tree.root, 1.0, vl) == pytest.approx(score, abs=2e-6)
-    assert best_child(tree, tree.root, 1.0, vl, "uct").text == winner
+    names(tree)["A"].pending = tree.root.pending = 1
+    assert_uct(tree, 1.0, vl, expected, winner)
 
 
 # Three simulations pending on the root alone (expanding it, say), none on a child, c = 1.7:
@@ -95,11 +96,8 @@ def test_virtual_loss_on_the_child_lowers_its_score_by_its_weight(vl, expected, 
 ])
 def test_virtual_loss_pending_on_the_parent_alone_changes_the_choice(vl, expected, winner):
     tree = three_children()
-    kids = names(tree)
     tree.root.pending = 3
-    for name, score in expected.items():
-        assert uct(kids[name], tree.root, 1.7, vl) == pytest.approx(score, abs=2e-6)
-    assert best_child(tree, tree.root, 1.7, vl, "uct").text == winner
+    assert_uct(tree, 1.7, vl, expected, winner)
 
 
 def test_closed_child_is_never_selected_even_with_the_best_score():
