@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.commands import TEACHER_KINDS, choose_teacher, recipe_teacher_kind
+from mcts_engine.testing.refused_port import refused_url
 
 runner = CliRunner()
-DEAD = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+DEAD = "http://127.0.0.1:9/v1"  # a URL for the pure choice of teacher; tests that connect use refused_url()
 IMAGE = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data" / "sat2_sample" / "images" / "sat2_000.png"
 
 FLAGS = [None, *TEACHER_KINDS]
@@ -66,16 +67,18 @@ def test_recipe_kind_is_read_after_set_overrides() -> None:
 
 @pytest.mark.parametrize("command", ["generate", "eval"])
 def test_base_url_and_model_reach_the_server_not_the_sim(command: str, tmp_path: Path) -> None:
-    res = runner.invoke(app, [command, "--task", "sat2", "--base-url", DEAD, "--model", "qwen-vl", "--limit", "1",
-                              "--out", str(tmp_path / "r"), "--no-progress"])
+    with refused_url() as dead:
+        res = runner.invoke(app, [command, "--task", "sat2", "--base-url", dead, "--model", "qwen-vl", "--limit", "1",
+                                  "--out", str(tmp_path / "r"), "--no-progress"])
     assert res.exit_code == 2, res.output
-    assert "cannot reach teacher at http://127.0.0.1:9/v1" in res.output
+    assert f"cannot reach teacher at {dead}" in res.output
     assert "sim" not in res.output.split("error:")[0]  # the first lines name the openai teacher
 
 
 def test_demo_uses_the_same_rule(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["demo", "--image", str(IMAGE), "--query", "Where is the chair?", "--model", "qwen-vl",
-                              "--base-url", DEAD, "--out", str(tmp_path)])
+    with refused_url() as dead:
+        res = runner.invoke(app, ["demo", "--image", str(IMAGE), "--query", "Where is the chair?", "--model", "qwen-vl",
+                                  "--base-url", dead, "--out", str(tmp_path)])
     assert res.exit_code == 2 and "cannot reach teacher" in res.output
     res = runner.invoke(app, ["demo", "--image", str(IMAGE), "--query", "q", "--teacher", "sim", "--model", "m"])
     assert res.exit_code == 2 and "--teacher sim" in res.output

@@ -228,7 +228,10 @@ def test_kill_9_three_times_then_rerun_stores_each_sample_once_and_redoes_little
                 fired = True
                 break
             time.sleep(0.02)
-        assert fired, f"no kill point reached (checkpoints missing?) {proc.poll()} {proc.stderr.read()[-2000:]}"
+        if not fired:  # stop it before reading its stderr (a read of a running process waits for its end)
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate(timeout=10)
+            pytest.fail(f"no kill point reached (checkpoints missing?) exit {proc.returncode}: {err.decode()[-2000:]}")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         done = {r["sample_id"] for r in tree_lines(out)}

@@ -147,7 +147,8 @@ def test_failures_are_not_kept_and_every_asker_gets_the_reason(tmp_path):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
     assert len(errors) == 4 and all("cannot read image" in e and "bad.png" in e for e in errors)
     with pytest.raises(ValueError, match="image not found"):
         cache.get(str(tmp_path / "missing.png"), None, MAXP, MINP, "png")

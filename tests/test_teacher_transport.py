@@ -20,9 +20,10 @@ from mcts_engine.config import TeacherConfig
 from mcts_engine.teachers.base import PromptState, TeacherError, TeacherUnavailable
 from mcts_engine.teachers.openai_compat import OpenAITeacher
 from mcts_engine.teachers.urls import public_url, public_urls, split_credentials
+from mcts_engine.testing.refused_port import refused_url
 from mcts_engine.testing.stub_server import StubServer
 
-from test_teacher_openai import _ctx, _free_port
+from test_teacher_openai import _ctx
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr%40t"  # percent-encoded "s3cr@t"
@@ -78,8 +79,7 @@ def test_url_credentials_are_sent_as_basic_auth_and_shown_nowhere(monkeypatch):
         with pytest.raises(TeacherError) as ei:
             asyncio.run(_use(_teacher(_with_user(srv.url)), check=False))
     assert srv.url in str(ei.value) and "s3cr" not in str(ei.value) and "alice" not in str(ei.value)
-    dead = f"http://127.0.0.1:{_free_port()}/v1"
-    with pytest.raises(TeacherUnavailable) as ei:
+    with refused_url() as dead, pytest.raises(TeacherUnavailable) as ei:
         asyncio.run(_teacher(_with_user(dead)).check())
     assert str(ei.value).startswith(f"cannot reach teacher at {dead}") and "s3cr" not in str(ei.value)
 
@@ -98,11 +98,12 @@ def test_url_credentials_stay_out_of_the_run_directory_and_printed_lines(tmp_pat
         assert "s3cr" not in text and "alice:" not in text, f.name
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["config"]["teacher"]["base_url"] == srv.url and cfg["teacher"]["base_urls"] == [srv.url]
-    dead = _with_user(f"http://127.0.0.1:{_free_port()}/v1")
-    for cmd in (["generate", "--no-progress", "--out", str(tmp_path / "r2")], ["eval", "--out", str(tmp_path / "r3")]):
-        res = CliRunner().invoke(app, [*cmd, "--teacher", "openai", "--base-url", dead, "--model", "m", "--limit", "1"])
-        assert res.exit_code != 0 and "cannot reach teacher at http://127.0.0.1:" in res.output, res.output
-        assert "s3cr" not in res.output and "alice" not in res.output and "Traceback" not in res.output
+    with refused_url() as plain:
+        dead = _with_user(plain)
+        for cmd in (["generate", "--no-progress", "--out", str(tmp_path / "r2")], ["eval", "--out", str(tmp_path / "r3")]):
+            res = CliRunner().invoke(app, [*cmd, "--teacher", "openai", "--base-url", dead, "--model", "m", "--limit", "1"])
+            assert res.exit_code != 0 and f"cannot reach teacher at {plain}" in res.output, res.output
+            assert "s3cr" not in res.output and "alice" not in res.output and "Traceback" not in res.output
 
 
 # --------------------------------------------------------------------------------------------
