@@ -117,7 +117,7 @@ class SearchConfig:
 
 @dataclass
 class MultiTurnConfig:
-    """The zoom environment (``environment.py``): each step's tool call returns a crop around its point."""
+    """The zoom environment (``zoom/environment.py``): each step's tool call returns a crop around its point."""
 
     enabled: bool = False  # search (and eval/export) in zoom turns instead of one grounded chain
     crop_offset: int = 182  # half the side of the square region cut around the point (frame px)
@@ -164,7 +164,7 @@ class InputConfig:
 
 @dataclass
 class StoreConfig:
-    """The run directory (``store.py``). Nothing here changes what a run computes (left out of the hash)."""
+    """The run directory (``store/``). Nothing here changes what a run computes (left out of the hash)."""
 
     checkpoint_s: float = 5.0  # trees in flight are checkpointed to inflight.jsonl at least this often
 
