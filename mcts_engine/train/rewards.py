@@ -18,8 +18,11 @@ reward = w_acc · task.verify(final answer, ground_truth).score   (0 when the ep
                                                                 the search's and eval's rule for a repeat)
 
 Choices:
-- The answer is read by ``check_chain``: the ``<answer>`` block of a well-formed chain, else the last
-  ``<answer>`` block anywhere (so accuracy and format are separate signals; the weights decide how they mix).
+- The answer is read by ``check_chain``: the ``<answer>`` block of a well-formed chain, else the ``<answer>``
+  block there is (so accuracy and format are separate signals; the weights decide how they mix). Exactly one
+  answer block ends a chain: a completion with anything after its first ``</answer>`` (e.g. a second answer
+  block) scores 0 format AND 0 accuracy. Rollouts stop at the first ``</answer>`` (``grounding.CHAIN_STOPS``,
+  the eval's one-shot stop), so only a completion scored from elsewhere can carry on past it.
   Multi-turn: the answer turn's ``<answer>`` (``parse_step``); a truncated or missing answer scores 0.
 - Points are in the frame the model saw (``frame_width`` × ``frame_height`` of the export row); a point on the
   right/bottom edge is outside (pixels are 0-based). Without a frame, any point counts.
@@ -76,15 +79,27 @@ def score_completion(
 ) -> RewardBreakdown:
     """Score one full completion (single-turn; for multi-turn, the assistant turns joined)."""
     chain = check_chain(text)
-    verdict = task.verify(chain.answer, truth)
-    fmt = 1.0 if chain.well_formed else 0.0
+    if after_first_answer(text):  # a second answer block (or anything) after the first: no format, no accuracy
+        verdict = task.verify(None, truth)
+        acc, fmt = 0.0, 0.0
+        reason = "text after the first </answer>"
+    else:
+        verdict = task.verify(chain.answer, truth)
+        acc, fmt = float(verdict.score), (1.0 if chain.well_formed else 0.0)
+        reason = verdict.reason
     if frame is None:
         gnd = 1.0 if chain.points else 0.0
     else:
         gnd = 1.0 if any(frame.contains(p) for p in chain.points) else 0.0
-    acc = float(verdict.score)
     total = weights.accuracy * acc + weights.format * fmt + weights.grounding * gnd
-    return RewardBreakdown(total, acc, fmt, gnd, verdict.correct, chain.answer, verdict.reason)
+    return RewardBreakdown(total, acc, fmt, gnd, bool(verdict.correct and acc > 0), chain.answer, reason)
+
+
+def after_first_answer(text: str) -> bool:
+    """Whether anything but whitespace follows the first ``</answer>``: a chain ends with exactly one answer
+    block (the rollout stops there, as the eval does; a completion that carries on is rejected whole)."""
+    _, closed, tail = text.partition(ANSWER_CLOSE)
+    return bool(closed) and bool(tail.strip())
 
 
 def well_formed_turn(turn: Any) -> bool:
