@@ -407,6 +407,7 @@ def grpo_step(
     ref_logps: list[torch.Tensor | None] = [None] * len(micro)
     is_weights: list[torch.Tensor | None] = [None] * len(micro)
     is_stats = {"sum": 0.0, "n": 0.0, "truncated": 0.0, "min": math.inf, "max": -math.inf}
+    scoring = {"temperature": g.temperature, "suppress": ids.vision}  # the distribution the rollout sampled from
     learn = n_seqs > 0  # every rank agrees (global count): skip the update when no completion counts
     with torch.no_grad():
         for m, idx in enumerate(micro):
@@ -415,12 +416,12 @@ def grpo_step(
             batch = batch_to(collate([train_rows[i] for i in idx], ids.pad), rt.device)
             with rt.autocast():
                 if g.iterations > 1:
-                    old_logps[m] = TokenScorer(model)(**model_inputs(batch), temperature=g.temperature)
+                    old_logps[m] = TokenScorer(model)(**model_inputs(batch), **scoring)
                 if reference is not None:
-                    ref_logps[m] = TokenScorer(reference)(**model_inputs(batch), temperature=g.temperature)
+                    ref_logps[m] = TokenScorer(reference)(**model_inputs(batch), **scoring)
                 elif g.beta > 0:  # LoRA: the reference is the base model with the adapter switched off
                     with model.disable_adapter():
-                        ref_logps[m] = TokenScorer(model)(**model_inputs(batch), temperature=g.temperature)
+                        ref_logps[m] = TokenScorer(model)(**model_inputs(batch), **scoring)
 
     clipped = kl_sum = 0.0
     grad_norm = lr = 0.0
@@ -433,7 +434,7 @@ def grpo_step(
             seq_index = select.nonzero()[:, 0]
             with grad_sync(wrapped, m == len(micro) - 1):
                 with rt.autocast():
-                    logp = wrapped(**model_inputs(batch), temperature=g.temperature)
+                    logp = wrapped(**model_inputs(batch), **scoring)
                 old = old_logps[m] if old_logps[m] is not None else logp.detach()
                 if use_tis and it == 0:  # π_old / π_sampler per token, fixed for every iteration on these samples
                     sampled = torch.tensor([x for i in idx for x in sampler[i]], dtype=torch.float32)

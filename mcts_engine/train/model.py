@@ -23,13 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import TrainSetupError  # noqa: F401  (re-exported: the trainer's modules import it from here)
+
 log = logging.getLogger("mcts_engine.train")
 
 QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 
 
-class TrainSetupError(RuntimeError):
-    """A one-line, user-facing problem with the model, data or environment (the CLI prints it, exit 2)."""
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .model import TrainSetupError
+from .errors import TrainSetupError
 
 # tracker → (module to import, the extra that installs it)
 TRACKER_MODULES = {
