@@ -38,6 +38,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -455,7 +456,11 @@ def grpo_step(
             grad_norm = clip_and_norm(params, cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+            scheduler.step()
+        else:  # nothing counted on any rank: no update, the schedule still advances one step
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\(\)`")
+                scheduler.step()
     t_sync = 0.0
     if backend is not None:  # the engine samples the next step with the updated weights
         t1 = time.perf_counter()
