@@ -459,7 +459,7 @@ def grpo_step(
             scheduler.step()
         else:  # nothing counted on any rank: no update, the schedule still advances one step
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\(\)`")
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
                 scheduler.step()
     t_sync = 0.0
     if backend is not None:  # the engine samples the next step with the updated weights
