@@ -8,7 +8,8 @@
   ``mcts-engine``), ``mlflow`` (``mlflow.start_run`` / ``log_params`` / ``log_metrics`` / ``end_run``; experiment from
   ``MLFLOW_EXPERIMENT_NAME``, else the tracking server's default). A requested tracker that is not installed is a
   one-line error with the install command, before any data or model is loaded (:func:`require_trackers`).
-  Only numbers are sent (strings, lists and nested records stay in ``metrics.jsonl``).
+  Only the per-step numbers are sent (strings, nested records and the start/end events stay in ``metrics.jsonl``);
+  the run's resolved configuration goes with the tracker's run (``config``/``log_params``).
 - Progress: a ``tqdm`` bar on rank 0 (``train.progress``) with steps done, elapsed time, ETA and the step's main
   metric (SFT loss, GRPO reward); the per-step metric line is printed above it.
 """
@@ -155,9 +156,10 @@ class Metrics:
         self.file.write(json.dumps(record, default=float) + "\n")
         self.file.flush()
         step = int(record.get("step", 0))
-        values = _numbers(record)
-        for tracker in self.trackers:
-            tracker.log(values, step)
+        if "event" not in record:  # start/end summaries stay in metrics.jsonl (their numbers repeat a step's)
+            values = _numbers(record)
+            for tracker in self.trackers:
+                tracker.log(values, step)
         if echo:
             shown = " ".join(
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
