@@ -1,27 +1,35 @@
-"""GRPO on the GRPO export, read top to bottom: the math first (pure functions), then the loop.
+"""GRPO on the GRPO export, read top to bottom (the per-step arithmetic is ``advantages.py``).
 
 Algorithm (one optimizer step):
 1. Take ``prompts_per_step`` prompts (per rank); sample ``G = group_size`` completions each with the current policy
    (``rollout.rollout``, turn-shaped for the multi-turn variant) through the backend ``train.grpo.backend`` names:
    ``transformers`` (the policy's own ``generate``) or ``vllm`` (an in-process engine colocated on the policy's GPU,
-   ``vllm_rollout.py``; its weights are synced from the policy after step 6, and vLLM's log-probs are never used:
-   π_old is always the trainer's own policy).
+   ``vllm_rollout.py``; its weights are synced from the policy after step 6). Sampling is an explicit configuration
+   built from ``train.grpo`` alone (``sampling.py``: nothing from the checkpoint's ``generation_config``); a turn
+   stops at the model's EOS list ∪ ``<|im_end|>`` and, single-turn, at the first ``</answer>`` (the eval's stop).
 2. Reward each completion with the search's own verifier + format + grounding (``rewards.score_completion``; weights
    from ``train.grpo.rewards``). The task's options are the row's (``extra_info.task_options``), then the recipe's.
-3. Advantages, per group: ``A = (r - mean_group(r)) / (std + eps)`` with std of the group (``scale_rewards: group``,
-   default), of the whole batch (``batch``), or no scaling (``none``: Dr. GRPO's choice). Every token of a completion
-   gets its completion's advantage.
+3. Advantages, per group: ``A = (r - mean_group(r)) / (std + eps)``, std = the sample std (Bessel) of the group
+   (``scale_rewards: group``, default), of every reward of the step on every rank (``batch``: gathered first), or
+   no scaling (``none``: Dr. GRPO's choice). Every token of a completion gets its completion's advantage. Groups
+   whose rewards are all equal have A = 0 (``filter_zero_variance`` drops them from the loss; a step where every
+   group is such logs a warning); ``mask_truncated`` drops completions that hit ``max_new_tokens``.
 4. Loss per completion token: clipped surrogate ``-min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A)`` with
-   ``ρ = π/π_old`` (π_old = the sampling policy; with ``iterations: 1`` ρ ≡ 1 in value and the step is the plain
-   policy gradient), ``+ β·KL`` where KL is the k3 estimator ``exp(q-p) - (q-p) - 1`` (p = log π, q = log π_ref) to the
-   frozen initial policy. β = 0 by default: no reference model is loaded at all.
-5. Aggregation: ``token`` (default) = sum over every completion token of the step / their number (long completions
-   are not down-weighted); ``sequence`` = mean per completion, then mean over completions (original GRPO).
+   ``ρ = π/π_old`` (π_old = the trainer's policy when the samples were drawn; with ``iterations: 1`` ρ ≡ 1 in value
+   and the step is the plain policy gradient), times the truncated importance weight ``min(π_old/π_vllm, C)`` for
+   the vLLM backend (``advantages.truncated_importance_weights``), ``+ β·KL`` where KL is the k3 estimator
+   ``exp(q-p) - (q-p) - 1`` (p = log π, q = log π_ref) to the frozen initial policy (held in the training dtype).
+   β = 0 by default: no reference model is loaded at all. Log-probs are scored at the sampling temperature with the
+   tokens the sampler suppresses removed: the distribution that was sampled.
+5. Aggregation (``loss_type``): ``token`` (default) = sum over every completion token of the step / their number;
+   ``sequence`` = mean per completion, then mean (original GRPO); ``dr_grpo`` = sum / (completions × max_new_tokens).
    Normalizers are global (all micro-batches, all ranks), so accumulation and DDP equal one big batch.
-6. Clip the gradient norm, step AdamW and the schedule. Repeat 4-6 ``iterations`` times on the same samples.
+6. Clip the gradient norm, step AdamW and the schedule. Repeat 4-6 ``iterations`` times on the same samples. A step
+   in which no completion counts (all filtered) makes no update.
 
 Logged per step: reward (mean/std) and each component, accuracy (verifier says correct), format rate, grounding rate,
-completion length, truncation rate, clip fraction, KL (when β > 0), learning rate, grad norm, timings.
+completion length, truncation rate, zero-variance group fraction, kept fraction, clip fraction, KL (when β > 0),
+importance-ratio mean/min/max/truncated fraction (vLLM), learning rate, grad norm, timings.
 
 Multi-turn rows (the export's ``multiturn`` struct, or ``train.grpo.multiturn: on``): step 1 runs the zoom
 environment (``train/multiturn.py``): turns stop at ``</tool_call>``/``</answer>``, each valid tool call appends the
@@ -44,19 +52,6 @@ from typing import Any
 
 import torch
 
-from .config import GRPOConfig, RunArgs, TrainConfig
-from .data import (
-    GRPO_REQUIRED,
-    RowSource,
-    SpecialIds,
-    collate,
-    decode_images,
-    encode_prompt,
-    frames_of,
-    normalize_messages,
-    report_scan,
-    scan,
-)
 from .advantages import (
     clipped_surrogate,
     group_advantages,
@@ -67,20 +62,30 @@ from .advantages import (
     truncated_importance_weights,
     zero_variance,
 )
+from .config import GRPOConfig, RunArgs, TrainConfig
+from .data import (
+    GRPO_REQUIRED,
+    RowSource,
+    SpecialIds,
+    collate,
+    frames_of,
+    report_scan,
+    scan,
+)
 from .logprobs import TokenScorer, batch_to, model_inputs
 from .model import TrainSetupError, build_policy, count_parameters, fit_processor_to_frames, load_processor, save_pretrained, unwrap
 from .multiturn import (
     STAT_KEYS,
     ZoomEnvironment,
     ZoomSettings,
-    ZoomTask,
     crop_frames,
     episode_stats,
     limit_lengths,
     row_settings,
     turn_record,
 )
-from .rewards import frame_of, parse_ground_truth, score_completion, score_turns, task_for
+from .prompts import PromptSet, prompt_stream  # noqa: F401  (PromptSet: the tests' import path)
+from .rewards import score_completion, score_turns, task_for
 from .rollout import RolloutBackend, SingleTurn, rollout
 from .sampling import Sampling, describe, model_eos
 from .runtime import (
@@ -100,67 +105,6 @@ from .runtime import (
 )
 
 log = logging.getLogger("mcts_engine.train")
-
-
-# ------------------------------------------------------------------------------------------------
-# Prompts
-# ------------------------------------------------------------------------------------------------
-
-
-class PromptSet:
-    """The GRPO rows kept after the scan; encodes a prompt (chat template + images) on demand.
-    ``zoom``: row index → multi-turn settings (rows absent from it roll out single-turn)."""
-
-    def __init__(self, source: RowSource, kept: list[int], processor: Any,
-                 zoom: dict[int, ZoomSettings] | None = None) -> None:
-        self.source, self.kept, self.processor = source, kept, processor
-        self.zoom = dict(zoom or {})
-
-    @property
-    def multiturn(self) -> bool:
-        return bool(self.zoom)
-
-    def get(self, i: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        row = self.source.row(
-            i, ("prompt", "images", "task", "ground_truth", "frame_width", "frame_height", "id", "extra_info"))
-        where = self.source.where(i)
-        messages = normalize_messages(row["prompt"], f"{where}: field 'prompt'")
-        images = decode_images(row.get("images") or [], f"{where}: field 'images'")
-        frame = frame_of(row.get("frame_width"), row.get("frame_height"))
-        zoom = None
-        if i in self.zoom:
-            image = images[0]
-            zoom = ZoomTask(self.zoom[i], image, frame or frame_of(image.width, image.height))
-        meta = {
-            "task": row["task"],
-            "task_options": row_task_options(row.get("extra_info"), f"{where}: field 'extra_info'"),
-            "truth": parse_ground_truth(row["ground_truth"], where),
-            "frame": frame,
-            "id": row.get("id", str(i)),
-            "zoom": zoom,
-            "images": images,  # PIL, placeholder order (backends that take raw images)
-        }
-        return encode_prompt(messages, images, self.processor), meta
-
-
-def row_task_options(extra_info: Any, where: str) -> dict[str, Any]:
-    """The task options the row was generated with (verl ``extra_info.task_options``, a JSON string), or {}."""
-    raw = extra_info.get("task_options") if isinstance(extra_info, dict) else None
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
-        raise TrainSetupError(f"{where}: task_options is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise TrainSetupError(f"{where}: task_options must be an object")
-    return value
-
-
-def prompt_stream(kept: list[int], seed: int, shuffle: bool, start: int, count: int) -> list[int]:
-    from .sft import row_stream
-
-    return row_stream(kept, seed, shuffle, start, count)
 
 
 # ------------------------------------------------------------------------------------------------

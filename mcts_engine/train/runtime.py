@@ -19,15 +19,11 @@ Choices:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import os
 import random
 import re
 import shutil
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
