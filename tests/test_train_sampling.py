@@ -135,3 +135,26 @@ def test_stop_tokens_are_the_models_eos_list_and_im_end(penalized):
     a = tok.encode("left", add_special_tokens=False)
     tokens, truncated = cut_turn([*a, endoftext, *a, *a], full.eos, full.pad, (), tok)
     assert tokens == [*a, endoftext] and not truncated
+
+
+def test_stop_string_criterion_stops_exactly_when_the_text_holds_a_stop(penalized):
+    # the cheap criterion (newest token holds the stop's last character → decode the tail) fires exactly at the
+    # token that completes a stop string (generation ends there, so later lengths never reach it)
+    from mcts_engine.train.sampling import stop_string_criteria
+
+    model, processor, ids, _ = _prompt(*penalized)
+    tok = processor.tokenizer
+    prompt = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
+    texts = ["<think> The cup (10, 20). </think><answer> left </answer> and more",
+             "<think> a > b </think> <answer>right</answer>", "no stop here > at all", "</tool_call> x </answer>"]
+    stops = ("</answer>", "</tool_call>")
+    crit = stop_string_criteria(tok, stops, len(prompt))
+    for text in texts:
+        gen = tok.encode(text, add_special_tokens=False)
+        for n in range(len(gen) + 1):
+            row = torch.tensor([prompt + gen[:n]])
+            def holds(k, s):
+                return s in tok.decode(gen[:k], skip_special_tokens=False)
+
+            want = n > 0 and any(holds(n, s) and not holds(n - 1, s) for s in stops)
+            assert bool(crit(row, None)[0]) == want, (text, n)

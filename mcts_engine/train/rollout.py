@@ -17,8 +17,8 @@ Choices:
 - Transformers: ``generate`` in-process with an explicit ``GenerationConfig`` (``sampling.py``: every field from
   the recipe, nothing from the checkpoint's ``generation_config``), all G
   samples of a prompt in one call (``num_return_sequences``), several prompts per call (left-padded). Stop strings
-  are transformers' own stopping criterion (``stop_strings``); :func:`cut_turn` finds the same cut point on the
-  sampled tokens afterwards (for every backend: the turn is cut the same way whoever sampled it).
+  end a sequence through ``sampling.stop_string_criteria`` (the same rule as ``stop_strings``, cheaper per step);
+  :func:`cut_turn` finds the same cut point on the sampled tokens afterwards (for every backend: the turn is cut the same way whoever sampled it).
 - Vision placeholder tokens are suppressed while sampling (each one in a sequence must match an image feature).
 - A turn's tokens are kept exactly as sampled (no decode→re-encode round trip), so the log-probs the loss computes
   are those of the tokens the policy actually produced. The closing ``<|im_end|>`` is part of the turn (trained:
@@ -44,7 +44,7 @@ import torch
 
 from ..grounding import CHAIN_STOPS
 from .data import SpecialIds, collate
-from .sampling import Sampling, generation_config, own_generation_config
+from .sampling import Sampling, generation_config, own_generation_config, stop_string_criteria
 
 
 @dataclass
@@ -289,8 +289,10 @@ def generate_rows(
     config = generation_config(sampling, ids.eos, ids.pad, ids.vision, num_return_sequences=group)
     kwargs: dict[str, Any] = {}
     if stops:
-        config.stop_strings = list(stops)
-        kwargs["tokenizer"] = tokenizer
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [stop_string_criteria(tokenizer, stops, batch["input_ids"].shape[1])])
     with autocast, own_generation_config(model, config):
         out = model.generate(**batch, generation_config=config, **kwargs)
     new = out[:, batch["input_ids"].shape[1]:].tolist()
