@@ -342,6 +342,12 @@ def main() -> None:
             if ratios:
                 print(f"{model} {c}: TRL step / bundled step per round: {', '.join(f'{x:.2f}' for x in ratios)} "
                       f"→ median {statistics.median(ratios):.2f}x")
+            lens = {t: [r["completion_len"] for r in results if (r["model"], r["case"], r["trainer"]) == (model, c, t)
+                        and "completion_len" in r] for t in ("bundled", "trl")}
+            if ratios and lens["bundled"] and lens["trl"]:  # GRPO: per completion token (the lengths differ by chance)
+                per_token = statistics.median(ratios) * statistics.mean(lens["bundled"]) / statistics.mean(lens["trl"])
+                print(f"{model} {c}: completion tokens per step bundled {statistics.mean(lens['bundled']):.1f}, "
+                      f"TRL {statistics.mean(lens['trl']):.1f} → per completion token {per_token:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
