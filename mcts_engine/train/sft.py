@@ -106,33 +106,6 @@ def make_loader(dataset: SFTDataset, sampler: Any, pad_id: int, workers: int, se
     )
 
 
-def prefetch(batches: Any, depth: int = 2) -> Any:
-    """Encode the next micro-batches in a background thread while the model computes (``num_workers: 0``: no
-    worker processes). Decoding and the processor release the GIL for most of their work; order is unchanged."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def fill() -> None:
-        try:
-            for b in batches:
-                q.put(b)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread
-            q.put(exc)
-        q.put(done)
-
-    threading.Thread(target=fill, daemon=True, name="sft-prefetch").start()
-    while True:
-        item = q.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-
-
 @torch.no_grad()
 def evaluate(wrapped: torch.nn.Module, source: RowSource, kept: list[int], processor: Any, ids: SpecialIds,
              cfg: TrainConfig, rt: Runtime) -> float:
@@ -231,7 +204,7 @@ def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     # --- loop --------------------------------------------------------------------------------
     loader = make_loader(SFTDataset(train_src, processor, ids), StepBatches(train_scan.kept, cfg, rt, start, steps),
                          ids.pad, cfg.num_workers, cfg.seed + start)
-    batches = prefetch(iter(loader)) if cfg.num_workers == 0 else iter(loader)
+    batches = iter(loader)
     last_loss = float("nan")
     eval_loss = None
     for step in range(start, steps):
