@@ -9,7 +9,7 @@
 How it times (the same for every trainer):
 - Every case runs in its own process through the trainers' real entry points (``run_sft`` / ``run_grpo``; TRL's
   ``SFTTrainer.train`` / ``GRPOTrainer.train``) on the same synthetic export parquets, model, batch sizes and
-  sampling settings (SFT: assistant-only loss, no packing; GRPO: G completions per prompt, ``max_new_tokens``,
+  sampling settings and trainable parameters (vision tower frozen on both sides; SFT: no packing; GRPO: G completions per prompt, ``max_new_tokens``,
   temperature 1, β = 0, token-level loss, group-scaled advantages, one iteration, the same reward function).
 - A step's time is the interval between consecutive optimizer-step ends (our trainer's per-step progress hook,
   TRL's ``on_step_end`` callback), so it covers everything a step costs (data loading, generation, scoring,
@@ -199,10 +199,11 @@ def trl_sft(args: argparse.Namespace, sft: Path, out: Path) -> dict:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from mcts_engine.train.model import load_model, load_processor
+    from mcts_engine.train.model import freeze_vision, load_model, load_processor
 
     processor = load_processor(args.model)
     model = load_model(args.model, torch.bfloat16 if args.device == "cuda" else torch.float32)
+    freeze_vision(model)  # the same trainable parameters as the bundled trainer's default (vision tower frozen)
     ds = datasets.Dataset.from_parquet(str(sft)).cast_column("images", datasets.Sequence(datasets.Image()))
     clock, tick = _trl_clock()
     cfg = SFTConfig(per_device_train_batch_size=args.batch_size, max_length=None, assistant_only_loss=False,
@@ -220,10 +221,11 @@ def trl_grpo(args: argparse.Namespace, grpo: Path, out: Path) -> dict:
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from mcts_engine.train.model import load_model, load_processor
+    from mcts_engine.train.model import freeze_vision, load_model, load_processor
 
     processor = load_processor(args.model)
     model = load_model(args.model, torch.bfloat16 if args.device == "cuda" else torch.float32)
+    freeze_vision(model)  # the same trainable parameters as the bundled trainer's default (vision tower frozen)
     ds = datasets.Dataset.from_parquet(str(grpo)).cast_column("images", datasets.Sequence(datasets.Image()))
     clock, tick = _trl_clock()
     lengths: list[int] = []
