@@ -50,7 +50,7 @@ def test_sampling_logprobs_equal_the_trainers_scoring_logprobs(penalized):
     original = model.generate
 
     def spy(*args, **kwargs):  # the real generate, also returning the processed scores it sampled from
-        captured["config"] = kwargs["generation_config"]
+        captured["config"] = kwargs.get("generation_config")
         captured["model_config"] = model.generation_config
         out = original(*args, **kwargs, output_scores=True, return_dict_in_generate=True)
         captured["scores"] = out.scores
@@ -61,8 +61,6 @@ def test_sampling_logprobs_equal_the_trainers_scoring_logprobs(penalized):
     temperature = 0.7
     eps = rollout(model, [encoded], 3, Sampling(10, temperature), ids, processor.tokenizer, torch.device("cpu"),
                   contextlib.nullcontext())
-    assert captured["config"].repetition_penalty == 1.0 and captured["model_config"] is captured["config"]
-    assert model.generation_config.repetition_penalty == 1.05  # restored after the call
     worst = 0.0
     for i, ep in enumerate(eps):
         tokens = ep.segments[0].ids
@@ -73,6 +71,8 @@ def test_sampling_logprobs_equal_the_trainers_scoring_logprobs(penalized):
         assert scored.shape == sampled.shape
         worst = max(worst, float((scored - sampled).abs().max()))
     assert worst < 1e-4, worst
+    assert captured["config"].repetition_penalty == 1.0 and captured["model_config"] is captured["config"]
+    assert model.generation_config.repetition_penalty == 1.05  # restored after the call
 
 
 def test_sampling_config_is_explicit_and_recorded():
