@@ -193,18 +193,25 @@ def _trl_common(args: argparse.Namespace, out: Path) -> dict:
                 dataloader_num_workers=0, seed=0)
 
 
-def trl_sft(args: argparse.Namespace, sft: Path, out: Path) -> dict:
-    """TRL's SFTTrainer on the same model and rows (assistant-only loss, no packing), same batch size."""
+def _trl_inputs(args: argparse.Namespace, parquet: Path) -> tuple:
+    """Processor, model (vision tower frozen: the bundled trainer's default) and dataset, as TRL gets them."""
     import datasets
     import torch
-    from trl import SFTConfig, SFTTrainer
 
     from mcts_engine.train.model import freeze_vision, load_model, load_processor
 
     processor = load_processor(args.model)
     model = load_model(args.model, torch.bfloat16 if args.device == "cuda" else torch.float32)
-    freeze_vision(model)  # the same trainable parameters as the bundled trainer's default (vision tower frozen)
-    ds = datasets.Dataset.from_parquet(str(sft)).cast_column("images", datasets.Sequence(datasets.Image()))
+    freeze_vision(model)
+    ds = datasets.Dataset.from_parquet(str(parquet)).cast_column("images", datasets.Sequence(datasets.Image()))
+    return processor, model, ds
+
+
+def trl_sft(args: argparse.Namespace, sft: Path, out: Path) -> dict:
+    """TRL's SFTTrainer on the same model and rows (no packing), same batch size."""
+    from trl import SFTConfig, SFTTrainer
+
+    processor, model, ds = _trl_inputs(args, sft)
     clock, tick = _trl_clock()
     cfg = SFTConfig(per_device_train_batch_size=args.batch_size, max_length=None, assistant_only_loss=False,
                     **_trl_common(args, out))
@@ -217,16 +224,9 @@ def trl_sft(args: argparse.Namespace, sft: Path, out: Path) -> dict:
 
 def trl_grpo(args: argparse.Namespace, grpo: Path, out: Path) -> dict:
     """TRL's GRPOTrainer: the same prompts, G, completion budget, sampling, loss, reward function."""
-    import datasets
-    import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from mcts_engine.train.model import freeze_vision, load_model, load_processor
-
-    processor = load_processor(args.model)
-    model = load_model(args.model, torch.bfloat16 if args.device == "cuda" else torch.float32)
-    freeze_vision(model)  # the same trainable parameters as the bundled trainer's default (vision tower frozen)
-    ds = datasets.Dataset.from_parquet(str(grpo)).cast_column("images", datasets.Sequence(datasets.Image()))
+    processor, model, ds = _trl_inputs(args, grpo)
     clock, tick = _trl_clock()
     lengths: list[int] = []
 
