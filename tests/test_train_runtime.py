@@ -60,7 +60,7 @@ def test_ddp_sft_with_one_validation_row_finishes(tiny, data, tmp_path):
            "--set", "train.num_workers=0", "--set", "train.batch_size=1", "--set", "train.progress=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, (res.stdout[-1500:], res.stderr[-3000:])
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["eval_loss"] is not None and summary["eval_loss"] > 0
 
