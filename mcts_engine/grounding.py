@@ -21,6 +21,8 @@ IMAGE_MARKER = "<image>"  # where an image sits in a text that carries images (o
 
 # The stop sequences that end one teacher response (a step, an answer or a tool call).
 STEP_STOPS: tuple[str, ...] = (THINK_CLOSE, ANSWER_CLOSE)
+# What ends a whole one-shot chain (eval's single pass, GRPO's single-turn rollouts): the first </answer>.
+CHAIN_STOPS: tuple[str, ...] = (ANSWER_CLOSE,)
 
 # "(x, y)" with integer pixels. Decimals are accepted by the parser and rounded, but flagged.
 _POINT_RE = re.compile(r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
@@ -183,7 +185,10 @@ def format_chain(thoughts: list[str], answer: str) -> str:
 
 
 # Grammar of a full single-turn completion (what a student writes and the format reward checks).
-_CHAIN_RE = re.compile(r"^\s*<think>(.+?)</think>\s*<answer>(.+?)</answer>\s*$", re.S)
+# Exactly one think block, then exactly one answer block, then nothing: neither body may hold a think/answer tag
+# (a second <answer> block after the first would otherwise be swallowed into a "well formed" answer).
+_BODY = r"((?:(?!</?think>|</?answer>).)+)"
+_CHAIN_RE = re.compile(rf"^\s*<think>{_BODY}</think>\s*<answer>{_BODY}</answer>\s*$", re.S)
 
 
 @dataclass(frozen=True)

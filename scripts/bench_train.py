@@ -1,18 +1,23 @@
 #!/usr/bin/env python
-"""Benchmark the bundled trainer: tokens/s and peak memory of SFT and GRPO steps.
+"""Benchmark the bundled trainer against TRL, both timed the same way: seconds per optimizer step.
 
-    python scripts/bench_train.py                      # tiny Qwen2.5-VL (~0.2 M params) on CPU
-    python scripts/bench_train.py --device cuda        # + Qwen2.5-VL-3B-sized random-init model on the GPU
-    python scripts/bench_train.py --json bench.json    # also write the numbers
+    python scripts/bench_train.py                           # tiny Qwen2.5-VL (~0.2 M params) on CPU
+    PYTHONPATH=/tmp/trl python scripts/bench_train.py       # + TRL's SFTTrainer / GRPOTrainer when importable
+    python scripts/bench_train.py --device cuda             # a small random Qwen2.5-VL (3B-sized) in bf16 on a GPU
+    python scripts/bench_train.py --json bench.json         # also write every round's numbers
 
-Each case runs in its own process (so peak RSS on CPU is per case) through the real trainer entry points
-(``run_sft`` / ``run_grpo``) on synthetic export parquets, and reads the trainer's own metrics.jsonl:
-- SFT: tokens/s = all tokens of the step's rows (image + text) / step time; median over steps after warm-up.
-- GRPO: generation tokens/s (completion tokens / generate time) and training tokens/s (prompt + completion tokens
-  scored / the rest of the step); completions run to max_new_tokens on a random model.
-- Peak memory: torch.cuda.max_memory_allocated on GPU; peak RSS of the process on CPU.
-If ``trl`` is importable, the same SFT data and model also go through TRL's SFTTrainer for a side-by-side ratio;
-otherwise the script prints "TRL not installed" (it is not a dependency).
+How it times (the same for every trainer):
+- Every case runs in its own process through the trainers' real entry points (``run_sft`` / ``run_grpo``; TRL's
+  ``SFTTrainer.train`` / ``GRPOTrainer.train``) on the same synthetic export parquets, model, batch sizes and
+  sampling settings and trainable parameters (vision tower frozen on both sides; SFT: no packing; GRPO: G completions per prompt, ``max_new_tokens``,
+  temperature 1, β = 0, token-level loss, group-scaled advantages, one iteration, the same reward function).
+- A step's time is the interval between consecutive optimizer-step ends (our trainer's per-step progress hook,
+  TRL's ``on_step_end`` callback), so it covers everything a step costs (data loading, generation, scoring,
+  forward/backward, optimizer) on both sides; per-step logging is off on both sides. The first ``--warmup``
+  steps are dropped; the median of the next ``--steps`` (≥ 20) is the case's step time.
+- Rounds alternate the order (ours, TRL / TRL, ours) so that a load change on a shared machine hits both; the
+  reported ratio (TRL step ÷ ours, > 1 = ours faster) is the median over rounds of one run.
+If ``trl`` is not importable the script times the bundled trainer alone (TRL is not a dependency).
 """
 
 from __future__ import annotations
@@ -69,8 +74,63 @@ def make_data(d: Path, rows: int, frame: tuple[int, int]) -> tuple[Path, Path]:
             write_parquet(grpo_rows(rows, frame=frame), d / "grpo.parquet"))
 
 
-def metrics(out: Path) -> list[dict]:
-    return [r for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()) if "event" not in r]
+class StepClock:
+    """Optimizer-step end times (perf_counter), recorded the same way for every trainer."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def tick(self) -> None:
+        self.ends.append(time.perf_counter())
+
+    def step_s(self, warmup: int) -> tuple[float, int]:
+        """Median interval between step ends after ``warmup`` steps, and how many intervals it covers."""
+        gaps = [b - a for a, b in zip(self.ends[warmup:], self.ends[warmup + 1:])]
+        return (statistics.median(gaps) if gaps else float("nan")), len(gaps)
+
+
+def _ours_clock() -> StepClock:
+    """Tick at every optimizer step of the bundled trainer (its progress hook runs once per step, on rank 0)."""
+    from mcts_engine.train import trackers
+
+    clock = StepClock()
+    real = trackers.Metrics.advance
+
+    def advance(self, step, record=None):
+        clock.tick()
+        return real(self, step, record)
+
+    trackers.Metrics.advance = advance
+    return clock
+
+
+def _trl_clock() -> tuple[StepClock, object]:
+    from transformers import TrainerCallback
+
+    clock = StepClock()
+
+    class Tick(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            clock.tick()
+
+    return clock, Tick()
+
+
+def total_steps(args: argparse.Namespace) -> int:
+    return args.warmup + args.steps + 1  # + 1: the first timed interval starts at the end of the last warm-up step
+
+
+def grpo_reward(completions, ground_truth, task, frame_width, frame_height, **kwargs) -> list[float]:
+    """The bundled trainer's reward (verifier + format + grounding) as a TRL reward function."""
+    from mcts_engine.train.config import RewardWeights
+    from mcts_engine.train.rewards import frame_of, parse_ground_truth, score_completion, task_for
+
+    out = []
+    for c, gt, t, w, h in zip(completions, ground_truth, task, frame_width, frame_height):
+        text = c[-1]["content"] if isinstance(c, list) else str(c)
+        out.append(score_completion(text, task_for(t), parse_ground_truth(gt, "row"), frame_of(w, h),
+                                    RewardWeights()).total)
+    return out
 
 
 def case(args: argparse.Namespace) -> dict:
@@ -80,85 +140,119 @@ def case(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     sft, grpo = Path(args.sft_data), Path(args.grpo_data)
     out = work / f"out-{args.case}-{time.time_ns()}"
-    common = {"max_steps": args.steps, "num_workers": 0, "log_every": 1, "warmup_ratio": 0.0, "lr": 1e-5,
+    steps = total_steps(args)
+    common = {"max_steps": steps, "num_workers": 0, "log_every": steps, "warmup_ratio": 0.0, "lr": 1e-5,
               "batch_size": args.batch_size, "gradient_checkpointing": args.gradient_checkpointing,
-              "precision": args.precision, "max_length": 32768}
+              "precision": args.precision, "max_length": 32768, "progress": False, "schedule": "constant"}
     quiet = contextlib.redirect_stderr(io.StringIO())
     if args.case == "sft":
         from mcts_engine.train.sft import run_sft
 
+        clock = _ours_clock()
         cfg = train_config_from_recipe({"train": common})
         with quiet:
             run_sft(RunArgs("sft", args.model, str(sft), str(out), device=args.device), cfg)
-        recs = metrics(out)[args.warmup:]
-        return {"case": "sft", "tokens_per_s": statistics.median(r["tokens_per_s"] for r in recs),
-                "step_s": statistics.median(r["step_s"] for r in recs),
-                "tokens_per_step": recs[0]["tokens"], "peak_mem_gb": max(r["peak_mem_gb"] for r in recs)}
+        step_s, n = clock.step_s(args.warmup)
+        return {"case": "sft", "trainer": "bundled", "step_s": step_s, "timed_steps": n, "peak_mem_gb": _peak(args)}
     if args.case == "grpo":
         from mcts_engine.train.grpo import run_grpo
 
-        g = {"group_size": args.group, "prompts_per_step": args.prompts, "max_new_tokens": args.new_tokens}
+        clock = _ours_clock()
+        g = {"group_size": args.group, "prompts_per_step": args.prompts, "max_new_tokens": args.new_tokens,
+             "temperature": 1.0, "loss_type": "token", "scale_rewards": "group"}
         cfg = train_config_from_recipe({"train": {**common, "batch_size": args.grpo_batch, "grpo": g}})
         with quiet:
             run_grpo(RunArgs("grpo", args.model, str(grpo), str(out), device=args.device), cfg)
-        recs = metrics(out)[args.warmup:]
-        completions = args.prompts * args.group
-        gen = [completions * r["completion_len"] / r["gen_s"] for r in recs]
-        train_tok = [r["tokens_per_s"] * r["step_s"] / max(r["step_s"] - r["gen_s"], 1e-9) for r in recs]
-        return {"case": "grpo", "gen_tokens_per_s": statistics.median(gen), "train_tokens_per_s": statistics.median(train_tok),
-                "step_s": statistics.median(r["step_s"] for r in recs), "gen_s": statistics.median(r["gen_s"] for r in recs),
-                "completion_len": recs[0]["completion_len"], "peak_mem_gb": max(r["peak_mem_gb"] for r in recs)}
-    if args.case == "trl":
-        return trl_case(args, sft, out)
+        step_s, n = clock.step_s(args.warmup)
+        last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        completion = next(r["completion_len"] for r in reversed(last) if "completion_len" in r and "event" not in r)
+        return {"case": "grpo", "trainer": "bundled", "step_s": step_s, "timed_steps": n,
+                "completion_len": completion, "peak_mem_gb": _peak(args)}
+    if args.case == "trl_sft":
+        return trl_sft(args, sft, out)
+    if args.case == "trl_grpo":
+        return trl_grpo(args, grpo, out)
     raise SystemExit(f"unknown case {args.case}")
 
 
-def trl_case(args: argparse.Namespace, sft: Path, out: Path) -> dict:
-    """TRL's SFTTrainer on the same model and rows (assistant-only loss, no packing), same batch size."""
-    import datasets
-    import torch
-    from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
-    from mcts_engine.train.model import load_model, load_processor
-
-    processor = load_processor(args.model)
-    model = load_model(args.model, torch.bfloat16 if args.device == "cuda" else torch.float32)
-    ds = datasets.Dataset.from_parquet(str(sft)).cast_column("images", datasets.Sequence(datasets.Image()))
-    times: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t0)
-
-    cfg = SFTConfig(output_dir=str(out), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-                    logging_steps=1, save_strategy="no", report_to=[], bf16=args.device == "cuda",
-                    use_cpu=args.device == "cpu", gradient_checkpointing=args.gradient_checkpointing,
-                    max_length=None, dataloader_num_workers=0)
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=processor, callbacks=[Timer()])
+def _peak(args: argparse.Namespace) -> float:
     if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    trainer.train()
-    # tokens per step: the same rows as ours (both train on whole rows, no truncation at these sizes)
-    step_s = statistics.median(times[args.warmup:])
-    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else _rss_gb()
-    return {"case": "trl_sft", "step_s": step_s, "peak_mem_gb": peak}
+        import torch
 
-
-def _rss_gb() -> float:
+        return torch.cuda.max_memory_allocated() / 2**30
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _trl_common(args: argparse.Namespace, out: Path) -> dict:
+    steps = total_steps(args)
+    return dict(output_dir=str(out), max_steps=steps, logging_steps=steps, save_strategy="no", report_to=[],
+                bf16=args.device == "cuda", use_cpu=args.device == "cpu", disable_tqdm=True, learning_rate=1e-5,
+                lr_scheduler_type="constant", gradient_checkpointing=args.gradient_checkpointing,
+                dataloader_num_workers=0, seed=0)
+
+
+def _trl_inputs(args: argparse.Namespace, parquet: Path) -> tuple:
+    """Processor, model (vision tower frozen: the bundled trainer's default) and dataset, as TRL gets them."""
+    import datasets
+    import torch
+
+    from mcts_engine.train.model import freeze_vision, load_model, load_processor
+
+    processor = load_processor(args.model)
+    model = load_model(args.model, torch.bfloat16 if args.device == "cuda" else torch.float32)
+    freeze_vision(model)
+    ds = datasets.Dataset.from_parquet(str(parquet)).cast_column("images", datasets.Sequence(datasets.Image()))
+    return processor, model, ds
+
+
+def trl_sft(args: argparse.Namespace, sft: Path, out: Path) -> dict:
+    """TRL's SFTTrainer on the same model and rows (no packing), same batch size."""
+    from trl import SFTConfig, SFTTrainer
+
+    processor, model, ds = _trl_inputs(args, sft)
+    clock, tick = _trl_clock()
+    cfg = SFTConfig(per_device_train_batch_size=args.batch_size, max_length=None, assistant_only_loss=False,
+                    **_trl_common(args, out))
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=processor, callbacks=[tick])
+    with contextlib.redirect_stderr(io.StringIO()):
+        trainer.train()
+    step_s, n = clock.step_s(args.warmup)
+    return {"case": "sft", "trainer": "trl", "step_s": step_s, "timed_steps": n, "peak_mem_gb": _peak(args)}
+
+
+def trl_grpo(args: argparse.Namespace, grpo: Path, out: Path) -> dict:
+    """TRL's GRPOTrainer: the same prompts, G, completion budget, sampling, loss, reward function."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    processor, model, ds = _trl_inputs(args, grpo)
+    clock, tick = _trl_clock()
+    lengths: list[int] = []
+
+    def reward(completions, completion_ids=None, **kw):
+        lengths.extend(len(c) for c in completion_ids or [])
+        return grpo_reward(completions, **kw)
+
+    reward.__name__ = "bundled_reward"
+    cfg = GRPOConfig(per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
+                     max_completion_length=args.new_tokens, temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
+                     loss_type="dapo", scale_rewards="group", num_iterations=1, use_vllm=False,
+                     log_completions=False, **_trl_common(args, out))
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=ds, processing_class=processor,
+                          callbacks=[tick])
+    with contextlib.redirect_stderr(io.StringIO()):
+        trainer.train()
+    step_s, n = clock.step_s(args.warmup)
+    return {"case": "grpo", "trainer": "trl", "step_s": step_s, "timed_steps": n,
+            "completion_len": statistics.mean(lengths[-args.prompts * args.group:]), "peak_mem_gb": _peak(args)}
 
 
 def run_case(base: list[str], name: str) -> dict | None:
     cmd = [sys.executable, __file__, "--case", name, *base]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        print(f"  {name}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
+        print(f"  {name}: failed\n{res.stderr[-3000:]}", file=sys.stderr)
         return None
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -166,18 +260,20 @@ def run_case(base: list[str], name: str) -> dict | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--warmup", type=int, default=2, help="steps left out of the medians")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per case (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=3, help="steps before the timed ones")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, alternating which trainer runs first")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--frame", default="", help="WxH of the synthetic images (default 224x168 tiny, 644x476 3B)")
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--grpo-batch", type=int, default=16, help="completions per GRPO micro-batch")
+    ap.add_argument("--grpo-batch", type=int, default=16, help="completions per GRPO micro-batch (ours)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--models", default="", help="tiny,3b (default: tiny on CPU; tiny,3b with --device cuda)")
+    ap.add_argument("--models", default="", help="tiny,3b (default: tiny on CPU; 3b with --device cuda)")
+    ap.add_argument("--cases", default="sft,grpo")
     ap.add_argument("--json", default="")
     # internal: one case in a child process
     ap.add_argument("--case", default="")
@@ -189,16 +285,20 @@ def main() -> None:
     if args.case:
         print(json.dumps(case(args)))
         return
-
+    if args.steps < 20:
+        print(f"note: --steps {args.steps} < 20: too few for a stable median on a shared machine", file=sys.stderr)
     try:
-        import trl  # noqa: F401
+        import trl
 
         have_trl = True
+        print(f"TRL {trl.__version__}")
     except ImportError:
         have_trl = False
-        print("TRL not installed: no SFTTrainer comparison (pip install trl to add it)")
-    models = [m for m in (args.models or ("tiny,3b" if args.device == "cuda" else "tiny")).split(",") if m]
-    results = []
+        print("TRL not installed: timing the bundled trainer alone (PYTHONPATH a `pip install --no-deps --target "
+              "DIR trl` to compare)")
+    models = [m for m in (args.models or ("3b" if args.device == "cuda" else "tiny")).split(",") if m]
+    cases = [c for c in args.cases.split(",") if c]
+    results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in models:
@@ -216,25 +316,40 @@ def main() -> None:
                     "--sft-data", str(sft), "--grpo-data", str(grpo)]
             if args.gradient_checkpointing:
                 base.append("--gradient-checkpointing")
-            for c in ["sft", "grpo"] + (["trl"] if have_trl else []):
-                r = run_case(base, c)
-                if r:
-                    r.update(model=name, device=args.device, frame=frame, batch_size=args.batch_size)
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
+            for rnd in range(args.rounds):
+                for c in cases:
+                    order = [c] + ([f"trl_{c}"] if have_trl else [])
+                    for child in (order if rnd % 2 == 0 else order[::-1]):
+                        r = run_case(base, child)
+                        if r:
+                            r.update(model=name, device=args.device, frame=frame, round=rnd)
+                            results.append(r)
+                            print(json.dumps(r), flush=True)
     print()
-    print("| model | device | case | tokens/s | step s | peak mem GB |")
-    print("|---|---|---|---|---|---|")
+    print("| model | device | case | trainer | step s (median per round) | completion tokens | peak mem GB |")
+    print("|---|---|---|---|---|---|---|")
+    groups: dict[tuple, list[dict]] = {}
     for r in results:
-        tps = r.get("tokens_per_s") or r.get("train_tokens_per_s")
-        extra = f" (generate {r['gen_tokens_per_s']:.0f} tok/s)" if "gen_tokens_per_s" in r else ""
-        tps_s = f"{tps:,.0f}{extra}" if tps else "-"
-        print(f"| {r['model']} | {r['device']} | {r['case']} | {tps_s} | {r['step_s']:.3f} | {r['peak_mem_gb']:.2f} |")
-    sft_ours = {r["model"]: r for r in results if r["case"] == "sft"}
-    for r in results:
-        if r["case"] == "trl_sft" and r["model"] in sft_ours:
-            print(f"{r['model']}: bundled SFT step {sft_ours[r['model']]['step_s']:.3f}s vs TRL SFTTrainer "
-                  f"{r['step_s']:.3f}s → {r['step_s'] / sft_ours[r['model']]['step_s']:.2f}x")
+        groups.setdefault((r["model"], r["case"], r["trainer"]), []).append(r)
+    for (model, c, trainer), rs in groups.items():
+        steps = ", ".join(f"{x['step_s']:.3f}" for x in rs)
+        comp = statistics.mean(x["completion_len"] for x in rs) if "completion_len" in rs[0] else None
+        print(f"| {model} | {args.device} | {c} | {trainer} | {steps} | {f'{comp:.1f}' if comp else '-'} | "
+              f"{max(x['peak_mem_gb'] for x in rs):.2f} |")
+    for model in models:
+        for c in cases:
+            ours = {r["round"]: r["step_s"] for r in results if (r["model"], r["case"], r["trainer"]) == (model, c, "bundled")}
+            trl_ = {r["round"]: r["step_s"] for r in results if (r["model"], r["case"], r["trainer"]) == (model, c, "trl")}
+            ratios = [trl_[k] / ours[k] for k in ours if k in trl_]
+            if ratios:
+                print(f"{model} {c}: TRL step / bundled step per round: {', '.join(f'{x:.2f}' for x in ratios)} "
+                      f"→ median {statistics.median(ratios):.2f}x")
+            lens = {t: [r["completion_len"] for r in results if (r["model"], r["case"], r["trainer"]) == (model, c, t)
+                        and "completion_len" in r] for t in ("bundled", "trl")}
+            if ratios and lens["bundled"] and lens["trl"]:  # GRPO: per completion token (the lengths differ by chance)
+                per_token = statistics.median(ratios) * statistics.mean(lens["bundled"]) / statistics.mean(lens["trl"])
+                print(f"{model} {c}: completion tokens per step bundled {statistics.mean(lens['bundled']):.1f}, "
+                      f"TRL {statistics.mean(lens['trl']):.1f} → per completion token {per_token:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

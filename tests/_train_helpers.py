@@ -279,6 +279,10 @@ class ScriptedGenerate:
     def __call__(self, input_ids: Any, num_return_sequences: int = 1, pad_token_id: int = 0, **kwargs: Any) -> Any:
         import torch
 
+        config = kwargs.get("generation_config")  # the trainer passes one explicit GenerationConfig
+        if config is not None:
+            num_return_sequences = config.num_return_sequences or 1
+            pad_token_id = config.pad_token_id if config.pad_token_id is not None else pad_token_id
         contexts = []
         for row, mask in zip(input_ids, kwargs.get("attention_mask", torch.ones_like(input_ids))):
             contexts.append(self.tokenizer.decode(row[mask.bool()].tolist(), skip_special_tokens=False))
@@ -289,6 +293,8 @@ class ScriptedGenerate:
                                  pad_token_id=pad_token_id, **kwargs)
         self.contexts.extend(contexts)
         new = [self.tokenizer.encode(r, add_special_tokens=False) for r in replies]
+        if config is not None and config.max_new_tokens:  # generate never returns more than max_new_tokens
+            new = [t[:config.max_new_tokens] for t in new]
         width = max(len(t) for t in new)
         base = input_ids.repeat_interleave(num_return_sequences, dim=0)
         tail = torch.full((len(new), width), pad_token_id, dtype=input_ids.dtype)

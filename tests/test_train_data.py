@@ -33,13 +33,22 @@ def test_config_defaults_overrides_and_errors():
                                     "train.grpo.rewards.format=0.25", "train.gradient_checkpointing=true"])
     assert cfg.lr == 1e-6 and cfg.grpo.group_size == 4 and cfg.grpo.rewards.format == 0.25
     assert cfg.gradient_checkpointing is True and cfg.freeze_vision is True and cfg.grpo.beta == 0.0
-    assert TrainConfig().grpo.loss_agg == "token" and TrainConfig().grpo.scale_rewards == "group"
+    assert TrainConfig().grpo.loss_type == "token" and TrainConfig().grpo.scale_rewards == "group"
     with pytest.raises(ConfigError, match="train: unknown key 'lrr'"):
         train_config_from_recipe({"train": {"lrr": 1}})
     with pytest.raises(ConfigError, match="train.grpo.group_size"):
         train_config_from_recipe({}, ["train.grpo.group_size=1"])
     with pytest.raises(ConfigError, match="train.grpo.loss_agg"):
         train_config_from_recipe({}, ["train.grpo.loss_agg=tokens"])
+    with pytest.raises(ConfigError, match="train.grpo.loss_type"):
+        train_config_from_recipe({}, ["train.grpo.loss_type=tokens"])
+    # the former knob still works; TRL's names map onto ours
+    assert train_config_from_recipe({}, ["train.grpo.loss_agg=sequence"]).grpo.loss_type == "sequence"
+    assert train_config_from_recipe({}, ["train.grpo.loss_type=dapo"]).grpo.loss_type == "token"
+    assert train_config_from_recipe({}, ["train.grpo.loss_type=dr_grpo"]).grpo.loss_type == "dr_grpo"
+    with pytest.raises(ConfigError, match="train.report_to: 'comet'"):
+        train_config_from_recipe({}, ["train.report_to=tensorboard,comet"])
+    assert train_config_from_recipe({}, ["train.report_to=wandb, mlflow"]).trackers == ["wandb", "mlflow"]
     with pytest.raises(ConfigError, match="train.lr: 'fast'"):
         train_config_from_recipe({}, ["train.lr=fast"])
 

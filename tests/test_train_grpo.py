@@ -19,16 +19,19 @@ from mcts_engine.train.grpo import clipped_surrogate, group_advantages, grpo_los
 
 
 def test_group_advantages_hand_computed():
+    # Guards issue 13 item 8: the std is the SAMPLE std (Bessel's correction, n - 1) as in TRL and verl; with the
+    # population std the first group gave exactly ±1.
     r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
-    assert group_advantages(r, "group", eps=0.0)[0].tolist() == [1.0, -1.0, -1.0, 1.0]
+    s = 0.5 / math.sqrt(1 / 3)  # group 0: mean .5, sample var 4·.25/3
+    assert group_advantages(r, "group", eps=0.0)[0].tolist() == pytest.approx([s, -s, -s, s])
     assert group_advantages(r, "group", eps=1e-4)[1].tolist() == [0.0] * 4  # equal rewards: no signal
-    # batch std: values 1,0,0,1,.5,.5,.5,.5 → mean .5, var (4 · .25)/8 = .125
+    # batch std: values 1,0,0,1,.5,.5,.5,.5 → mean .5, sample var (4 · .25)/7
     batch = group_advantages(r, "batch", eps=0.0)
-    s = 0.5 / math.sqrt(0.125)  # = sqrt(2)
-    assert batch[0].tolist() == pytest.approx([s, -s, -s, s]) and s == pytest.approx(1.41421356)
+    b = 0.5 / math.sqrt(1 / 7)
+    assert batch[0].tolist() == pytest.approx([b, -b, -b, b]) and b == pytest.approx(1.3228757)
     assert group_advantages(r, "none")[0].tolist() == [0.5, -0.5, -0.5, 0.5]
-    g = group_advantages(torch.tensor([[2.0, 0.0, 1.0]]), "group", eps=0.0)  # mean 1, std sqrt(2/3)
-    assert g[0].tolist() == pytest.approx([1 / math.sqrt(2 / 3), -1 / math.sqrt(2 / 3), 0.0])
+    g = group_advantages(torch.tensor([[2.0, 0.0, 1.0]]), "group", eps=0.0)  # mean 1, sample std 1
+    assert g[0].tolist() == pytest.approx([1.0, -1.0, 0.0])
     with pytest.raises(ValueError):
         group_advantages(torch.zeros(4), "group")
 
@@ -89,8 +92,10 @@ def test_rewards_use_the_task_verifier_format_and_grounding():
     assert (wrong.total, wrong.accuracy) == (0.75, 0.0)
     outside = score_completion(chain("left", [(56, 20), (3, 99)]), task, truth, frame, w)
     assert outside.grounding == 0.0 and outside.total == 1.5  # x = width is outside (0-based pixels)
-    loose = score_completion("I think <answer> left </answer> at (3, 4)", task, truth, frame, w)
+    loose = score_completion("I think the cup is at (3, 4) <answer> left </answer>", task, truth, frame, w)
     assert (loose.format, loose.accuracy, loose.grounding) == (0.0, 1.0, 1.0)
+    trailing = score_completion("I think <answer> left </answer> at (3, 4)", task, truth, frame, w)
+    assert (trailing.format, trailing.accuracy) == (0.0, 0.0)  # text after the answer block: rejected whole
     substring = score_completion(chain("left and right", [(1, 1)]), task, truth, frame, w)
     assert substring.accuracy == 0.0  # strict verifier: never a substring match
     assert score_completion("", task, truth, frame, w).total == 0.0

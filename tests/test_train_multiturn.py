@@ -99,8 +99,8 @@ PLANS = {
     3: [tool_turn((500, 10), "Plan 3: far away")],
     # an immediate (wrong) answer
     4: ["<think> Plan 4: no zoom needed. </think>\n<answer> right </answer>"],
-    # no stop string, no end token: truncated
-    5: ["<think> Plan 5: the cup is"],
+    # no stop string, no end token: runs into max_new_tokens (160; the stand-in generate cuts it there), truncated
+    5: ["<think> Plan 5: the cup is" + " left of the plate and" * 40],
 }
 # hand-computed with the default weights (accuracy 1, format .5, grounding .5, distinct .25)
 EXPECTED = {
@@ -112,6 +112,12 @@ EXPECTED = {
     4: dict(total=0.5, accuracy=0.0, format=1.0, grounding=0.0, distinct=0.0, end="answer", turns=1, zooms=0),
     5: dict(total=0.0, accuracy=0.0, format=0.0, grounding=0.0, distinct=0.0, end="truncated", turns=1, zooms=0),
 }
+
+
+def turn_text(tok, text: str, limit: int = 160) -> str:
+    """What the policy's turn holds once generate stopped at max_new_tokens (the text itself when shorter)."""
+    ids = tok.encode(text, add_special_tokens=False)
+    return text if len(ids) <= limit else tok.decode(ids[:limit])
 
 
 def script(context: str, k: int) -> str:
@@ -145,7 +151,7 @@ def scripted_rollout(processor, prompts, group: int):
     encoded, metas = zip(*(prompts.get(i) for i in (0, 1)))
     env = ZoomEnvironment(processor, ids, [m["zoom"] for m in metas])
     policy = SimpleNamespace(generate=ScriptedGenerate(processor.tokenizer, script))
-    eps = rollout(policy, list(encoded), group, Sampling(64, 1.0), ids, processor.tokenizer, torch.device("cpu"),
+    eps = rollout(policy, list(encoded), group, Sampling(160, 1.0), ids, processor.tokenizer, torch.device("cpu"),
                   contextlib.nullcontext(), env=env, max_turns=env.max_turns)
     return eps, metas, ids
 
@@ -179,7 +185,7 @@ def test_rollout_loop_zooms_ends_on_bad_calls_and_forces_the_last_turn(processor
         mask = row["target_mask"]
         n_prompt = len(e.prompt["input_ids"])
         trained = [tok.decode(row["input_ids"][a:b].tolist()) for a, b in runs(mask.tolist())]
-        assert trained == [PLANS[k][i] for i in range(want["turns"])], k  # exactly the policy's tokens
+        assert trained == [turn_text(tok, PLANS[k][i]) for i in range(want["turns"])], k  # the policy's tokens
         image = row["mm_token_type_ids"].bool()
         assert int(image[n_prompt:].sum()) == 4 * want["zooms"]  # each 56x56 crop: 4 image tokens
         assert torch.equal(image, row["input_ids"] == ids.image) and not mask[image].any()
@@ -230,7 +236,7 @@ def test_cut_turn_at_a_stop_string_spanning_tokens_and_a_turn_closed_by_its_end_
     encoded, meta = prompts.get(0)
     policy = SimpleNamespace(generate=ScriptedGenerate(tok, lambda ctx, k: next(replies)))
     env = ZoomEnvironment(processor, ids, [meta["zoom"]])
-    (ep,) = rollout(policy, [encoded], 1, Sampling(64, 1.0), ids, tok, torch.device("cpu"), contextlib.nullcontext(),
+    (ep,) = rollout(policy, [encoded], 1, Sampling(160, 1.0), ids, tok, torch.device("cpu"), contextlib.nullcontext(),
                     env=env, max_turns=env.max_turns)
     assert turn_record(ep, meta["zoom"]).end == "answer" and [s.trainable for s in ep.segments] == [True, False, True]
     text = tok.decode(ep.training_row()["input_ids"].tolist())
@@ -323,7 +329,7 @@ def test_multiturn_grpo_step_trains_only_the_policy_turns(tiny, mt_prompts, tmp_
     monkeypatch.setattr(logprobs.TokenScorer, "forward", spy)
     cfg = train_config_from_recipe({"train": {
         "lr": 1e-3, "max_steps": 1, "batch_size": 12, "num_workers": 0, "warmup_ratio": 0.0, "shuffle": False,
-        "grpo": {"group_size": 6, "prompts_per_step": 2, "max_new_tokens": 64}}})
+        "grpo": {"group_size": 6, "prompts_per_step": 2, "max_new_tokens": 160}}})
     out = tmp_path / "grpo"
     run_grpo(RunArgs("grpo", str(tiny), str(path), str(out)), cfg)
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -339,7 +345,7 @@ def test_multiturn_grpo_step_trains_only_the_policy_turns(tiny, mt_prompts, tmp_
 
     assert len(seen) == 1 and seen[0]["input_ids"].shape[0] == 12  # one micro-batch: every episode of the step
     batch = seen[0]
-    expected_turns = [PLANS[k][i] for k in PLANS for i in range(EXPECTED[k]["turns"])] * 2
+    expected_turns = [turn_text(tok, PLANS[k][i]) for k in PLANS for i in range(EXPECTED[k]["turns"])] * 2
     got_turns = []
     for r in range(12):
         ids_r, mask_r, mm_r = batch["input_ids"][r], batch["target_mask"][r], batch["mm_token_type_ids"][r].bool()
@@ -398,7 +404,7 @@ def test_generate_export_sft_grpo_multiturn_from_the_cli(tiny, tmp_path, monkeyp
     grpo_out = tmp_path / "grpo"
     res = cli("train", "--method", "grpo", "--model", str(sft_out / "final"), "--data", str(grpo_train),
               "--out", str(grpo_out), "--set", "train.max_steps=2", "--set", "train.grpo.group_size=2",
-              "--set", "train.grpo.prompts_per_step=2", "--set", "train.grpo.max_new_tokens=12",
+              "--set", "train.grpo.prompts_per_step=2", "--set", "train.grpo.max_new_tokens=100",
               "--set", "train.batch_size=4")
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["method"] == "grpo" and summary["steps"] == 2 and summary["skipped"] == {}

@@ -5,6 +5,8 @@ tokenized by the tiny model's own tokenizer. Real GRPO steps run on the tiny mod
 
 from __future__ import annotations
 
+import math
+
 import json
 import sys
 import types
@@ -52,6 +54,7 @@ class _Out:  # vllm.CompletionOutput
     token_ids: list
     finish_reason: str
     stop_reason: Any
+    logprobs: Any = None  # one {token_id: Logprob} per sampled token when SamplingParams asked for logprobs
 
 
 @dataclass
@@ -71,6 +74,7 @@ class FakeVLLM:
         self.calls: list[dict] = []
         self.events: list[tuple] = []  # ("load", name, tensor) | ("reset",) in call order
         self.built_dir_files: list[list[str]] = []
+        self.logprob = -1.0  # what the fake engine reports as each sampled token's log-prob
         fake = self
         mod = types.ModuleType("vllm")
         mod.__version__ = "0.0-fake"
@@ -106,7 +110,10 @@ class FakeVLLM:
                         stop = next((s for s in sampling_params.kw["stop"] if reply.endswith(s)), None)
                         if stop is None:
                             ids = ids + [end]
-                        choices.append(_Out(k, reply, ids, "stop", stop))
+                        lps = None
+                        if sampling_params.kw.get("logprobs") is not None:
+                            lps = [{t: types.SimpleNamespace(logprob=fake.logprob, rank=1)} for t in ids]
+                        choices.append(_Out(k, reply, ids, "stop", stop, lps))
                     outs.append(_ReqOut(list(p["prompt_token_ids"]), choices))
                 return outs
 
@@ -161,7 +168,8 @@ def test_grpo_step_generates_on_vllm_and_syncs_updated_weights(tiny, tokenizer, 
     real_loss, real_collate = grpo_mod.grpo_loss, grpo_mod.collate
 
     def spy_loss(logp, old, adv, weights, *a, **kw):
-        losses.append({"adv": adv.detach().clone(), "n": int(logp.numel())})
+        losses.append({"adv": adv.detach().clone(), "n": int(logp.numel()), "old": old.detach().clone(),
+                       "is": a[-1].clone() if a and a[-1] is not None else None})
         return real_loss(logp, old, adv, weights, *a, **kw)
 
     def spy_collate(rows, pad, left=False):
@@ -188,21 +196,24 @@ def test_grpo_step_generates_on_vllm_and_syncs_updated_weights(tiny, tokenizer, 
     assert fake.built == [{
         "model": str(tiny), "gpu_memory_utilization": 0.25, "max_model_len": 1024,
         "limit_mm_per_prompt": {"image": 1, "video": 0}, "mm_processor_kwargs": {"min_pixels": lo, "max_pixels": hi},
-        "enable_prefix_caching": True, "seed": 0, "enforce_eager": True,
+        "enable_prefix_caching": True, "seed": 0, "logprobs_mode": "processed_logprobs", "enforce_eager": True,
     }]
     import os
 
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
-    # one generate call: both prompts, n = G, the sampling knobs, no vLLM log-probs asked for
+    # one generate call: both prompts, n = G, the sampling knobs, the sampled tokens' log-probs asked for (TIS)
     ids = SpecialIds.from_processor(processor)
     assert len(fake.calls) == 1
     call = fake.calls[0]
     p = call["params"]
     assert p["n"] == G and p["max_tokens"] == 48 and p["temperature"] == 0.9 and p["top_k"] == -1 and p["top_p"] == 1.0
-    assert p["stop"] == [] and p["include_stop_str_in_output"] is True and p["skip_special_tokens"] is False
-    assert p["stop_token_ids"] == list(ids.eos) and set(p["logit_bias"]) == set(ids.vision)
-    assert "logprobs" not in p and call["use_tqdm"] is False
+    assert p["stop"] == ["</answer>"] and p["include_stop_str_in_output"] is True and p["skip_special_tokens"] is False
+    assert p["repetition_penalty"] == 1.0 and p["min_p"] == 0.0
+    # the model's EOS list (<|im_end|>, <|endoftext|>) ∪ <|im_end|>
+    assert p["stop_token_ids"] == [ids.end, tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    assert set(p["logit_bias"]) == set(ids.vision)
+    assert p["logprobs"] == 0 and call["use_tqdm"] is False
     # prompts: the trainer's token ids (image run collapsed to one placeholder) + the row's PIL image
     prompts = PromptSet(src, [0, 1], processor)
     assert len(call["prompts"]) == 2
@@ -220,17 +231,25 @@ def test_grpo_step_generates_on_vllm_and_syncs_updated_weights(tiny, tokenizer, 
     step = next(r for r in recs if "reward" in r and "event" not in r)
     assert step["accuracy"] == pytest.approx(0.5) and step["format_rate"] == 1.0
     assert step["reward"] == pytest.approx((2.0 + 2.0 + 1.0 + 1.0) / 4)
-    lengths = [len(tokenizer.encode(r, add_special_tokens=False)) + 1 for r in REPLIES]  # + <|im_end|>
+    lengths = [len(tokenizer.encode(r, add_special_tokens=False)) for r in REPLIES]  # each stops at </answer>
     assert step["completion_len"] == pytest.approx(sum(lengths) / G)
     assert "sync_s" in step
     (train_batch,) = batches  # iterations 1, beta 0: one collate, the training micro-batch
     texts = [tokenizer.decode(row[mask].tolist(), skip_special_tokens=False)
              for row, mask in zip(train_batch["input_ids"], train_batch["target_mask"])]
-    assert texts == [r + "<|im_end|>" for r in REPLIES] * 2
+    assert texts == list(REPLIES) * 2
     (loss,) = losses
-    per_token = torch.cat([torch.full((n,), s) for _ in range(2) for n, s in zip(lengths, (1.0, 1.0, -1.0, -1.0))])
+    a = 0.5 / math.sqrt(1 / 3)  # rewards 2, 2, 1, 1: (r - 1.5) / sample std
+    per_token = torch.cat([torch.full((n,), s) for _ in range(2) for n, s in zip(lengths, (a, a, -a, -a))])
     assert loss["n"] == sum(lengths) * 2
-    assert torch.allclose(loss["adv"], per_token, atol=1e-3)  # (r - mean)/(std + eps) = ±1 in each group
+    assert torch.allclose(loss["adv"], per_token, atol=1e-3)
+    # truncated importance sampling (issue 13 item 5): each token weighted by min(π_old / π_vllm, 2)
+    ratio = torch.exp(loss["old"] + 1.0)
+    assert loss["is"] is not None and torch.allclose(loss["is"], ratio.clamp(max=2.0), atol=1e-5)
+    assert step["is_ratio_mean"] == pytest.approx(float(ratio.mean()), rel=1e-4)
+    assert step["is_ratio_max"] == pytest.approx(float(ratio.max()), rel=1e-4)
+    assert step["is_ratio_min"] == pytest.approx(float(ratio.min()), rel=1e-4)
+    assert step["is_truncated_frac"] == pytest.approx(float((ratio > 2.0).float().mean()))
 
     # after the optimizer step: every weight, under the checkpoint's names, with the updated values; then a reset
     final, initial = saved_tensors(Path(summary["final"])), saved_tensors(tiny)

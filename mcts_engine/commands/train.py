@@ -67,13 +67,21 @@ def train(
         typer.echo(f"mcts-engine train: {exc}", err=True)
         raise typer.Exit(2) from None
 
+    # --model before anything heavy: a missing local path or an unreachable hub id is one line, at once
+    from ..train.errors import TrainSetupError
+    from ..train.hub import check_model_arg
+
+    try:
+        model = check_model_arg(model)
+    except TrainSetupError as exc:
+        typer.echo(f"mcts-engine train: {exc}", err=True)
+        raise typer.Exit(2) from None
+
     logging.basicConfig(level=logging.WARNING, format="mcts-engine train: %(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-
-    from ..train.model import TrainSetupError
 
     search = resolved.get("search") if isinstance(resolved.get("search"), dict) else {}
     try:

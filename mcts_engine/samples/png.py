@@ -4,7 +4,7 @@ Pillow's PNG encoder tries four filters on every row, in a scalar C loop, and fe
 time; for a ~1 MP frame that costs about as much as the bicubic resize before it. Here every row uses
 PNG's "Up" filter (the byte difference to the row above, one vectorized subtraction) and the whole
 filtered image is deflated in one call at level 1. Decoded pixels are identical (it is PNG).
-``scripts/bench_generate.py --image-prep`` compares it with Pillow's encoder (README, Benchmarks):
+``scripts/bench_generate.py --image-prep`` compares it with Pillow's encoder (docs/benchmarks.md):
 faster on the bundled task images and on photo-like ones at sizes within 2 %; on two real photographs,
 "Up" alone came out about 10 % larger than Pillow's per-row choice.
 """

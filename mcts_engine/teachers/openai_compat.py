@@ -16,7 +16,7 @@ Choices made here (each one a measured or documented need):
   base64 image) is serialized ONCE into ``PromptContext.cache`` and joined as bytes with the small tail
   (the path's steps) and the sampling parameters (cached per ``n``, prompt style and stops). No SDK
   builds the request: the ``openai`` client's request models would re-serialize the image every time
-  (≈ 2.8 ms of CPU per request against ≈ 0.2 ms here; README, "Generation benchmark").
+  (≈ 2.8 ms of CPU per request against ≈ 0.2 ms here; docs/benchmarks.md, "Generation benchmark").
 - **Stop strings re-attached**: vLLM reports the matched stop string as ``stop_reason`` and returns the
   text right up to it, so ``text + stop_reason`` is exactly what the model wrote. Without ``stop_reason``
   (other servers, or an EOS) the closing tag is inferred from the open tags

@@ -29,7 +29,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "bf16-pure")
 SCHEDULES = ("cosine", "linear", "constant")
 DISTRIBUTED = ("ddp", "fsdp")
 SCALE_REWARDS = ("group", "batch", "none")
-LOSS_AGG = ("token", "sequence")
+LOSS_TYPES = ("token", "sequence", "dr_grpo")
+LOSS_TYPE_ALIASES = {"dapo": "token", "grpo": "sequence"}  # TRL's names for the same normalisers
+TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow")
 MULTITURN_MODES = ("auto", "on", "off")
 
 
@@ -52,12 +54,20 @@ class GRPOConfig:
     temperature: float = 1.0  # sampling temperature; the loss scores log-probs at the same temperature
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
+    min_p: float = 0.0  # 0 = off; tokens below min_p x the top token's probability are never sampled
+    # The rollout's sampling is built from these knobs alone (``train/sampling.py``): nothing is inherited from the
+    # checkpoint's generation_config (repetition_penalty is always 1.0: the loss scores the plain distribution).
     epsilon_low: float = 0.2  # ratio clipped below at 1 - epsilon_low
     epsilon_high: float = 0.2  # ratio clipped above at 1 + epsilon_high (DAPO's clip-higher uses 0.28)
     beta: float = 0.0  # KL weight (k3 estimator) to the frozen initial policy; 0 = no reference model loaded
     scale_rewards: str = "group"  # advantage = (r - group mean) / (std + eps): std of the group | batch | none
     advantage_eps: float = 1e-4
-    loss_agg: str = "token"  # token: mean over all completion tokens of the step | sequence: per-sequence mean, then mean
+    # token: sum over every completion token of the step / their number | sequence: per-completion mean, then mean
+    # (original GRPO) | dr_grpo: sum / (completions x max_new_tokens), a constant normaliser (Dr. GRPO)
+    loss_type: str = "token"
+    loss_agg: str = ""  # the former name of loss_type (token | sequence); when set it must agree with loss_type
+    mask_truncated: bool = False  # completions that hit max_new_tokens get no loss (DAPO's overlong masking)
+    filter_zero_variance: bool = False  # drop groups whose rewards are all equal from the loss (no signal, no dilution)
     iterations: int = 1  # optimizer steps per generation batch (μ); >1 makes the clipped ratio bite
     generation_batch: int = 0  # prompts generated at once (0 = prompts_per_step)
     backend: str = "transformers"  # transformers (in-process generate) | vllm (in-process engine, when installed)
@@ -67,6 +77,9 @@ class GRPOConfig:
     # any other vllm.LLM keyword (e.g. {enforce_eager: true, max_num_seqs: 128, dtype: bfloat16}); wins over the
     # derived ones (model, gpu_memory_utilization, max_model_len, limit_mm_per_prompt, mm_processor_kwargs, seed)
     vllm_engine_args: dict[str, Any] = field(default_factory=dict)
+    # Truncated importance sampling for the vLLM backend: each token's loss is weighted by
+    # min(π_trainer/π_vllm, cap) (the engine samples from a slightly different distribution); 0 = off
+    vllm_importance_sampling_cap: float = 2.0
     rewards: RewardWeights = field(default_factory=RewardWeights)
     # Multi-turn (zoom) rollouts, see ``train/multiturn.py``: auto = the rows that carry a ``multiturn`` struct (the
     # export's multi-turn GRPO rows), and every row when the recipe's ``multiturn.enabled`` is true; on = every row;
@@ -110,10 +123,18 @@ class TrainConfig:
     num_workers: int = 2  # DataLoader workers decoding images (SFT); 0 = in the main process
     shuffle: bool = True
     seed: int = 0
+    report_to: str = "none"  # comma list of trackers: tensorboard, wandb, trackio, mlflow (none = metrics.jsonl only)
+    run_name: str = ""  # the trackers' run name (default: the --out directory's name)
+    progress: bool = True  # a progress bar with ETA on rank 0 (stderr)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def trackers(self) -> list[str]:
+        """The experiment trackers ``report_to`` names (empty for none)."""
+        return [t for t in self.report_to.split(",") if t and t != "none"]
 
     def validate(self) -> TrainConfig:
         """Cross-field checks; raises :class:`ConfigError` naming the key."""
@@ -133,6 +154,19 @@ class TrainConfig:
             (self.log_every >= 1, f"train.log_every: must be >= 1, got {self.log_every}"),
         ]
         g = self.grpo
+        g.loss_type = LOSS_TYPE_ALIASES.get(str(g.loss_type).strip().lower(), str(g.loss_type).strip().lower())
+        if g.loss_agg:
+            if g.loss_type not in ("token", g.loss_agg) and g.loss_agg in LOSS_TYPES:
+                raise ConfigError(f"train.grpo.loss_agg={g.loss_agg} contradicts train.grpo.loss_type={g.loss_type}: "
+                                  f"set loss_type only")
+            if g.loss_agg in LOSS_TYPES:
+                g.loss_type = g.loss_agg
+        trackers = [t.strip().lower() for t in str(self.report_to).split(",") if t.strip()]
+        trackers = [t for t in trackers if t != "none"]
+        bad = [t for t in trackers if t not in TRACKERS]
+        if bad:
+            raise ConfigError(f"train.report_to: {bad[0]!r} is not one of none, {', '.join(TRACKERS)}")
+        self.report_to = ",".join(dict.fromkeys(trackers)) or "none"
         # YAML reads a bare `on`/`off` as a boolean: accept its spellings
         g.multiturn = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(
             str(g.multiturn).strip().lower(), str(g.multiturn).strip().lower())
@@ -146,7 +180,14 @@ class TrainConfig:
             (g.beta >= 0, f"train.grpo.beta: must be >= 0, got {g.beta}"),
             (g.scale_rewards in SCALE_REWARDS,
              f"train.grpo.scale_rewards: {g.scale_rewards!r} is not one of {', '.join(SCALE_REWARDS)}"),
-            (g.loss_agg in LOSS_AGG, f"train.grpo.loss_agg: {g.loss_agg!r} is not one of {', '.join(LOSS_AGG)}"),
+            (g.loss_type in LOSS_TYPES,
+             f"train.grpo.loss_type: {g.loss_type!r} is not one of {', '.join(LOSS_TYPES)} (or dapo, grpo)"),
+            (g.loss_agg in ("", "token", "sequence"),
+             f"train.grpo.loss_agg: {g.loss_agg!r} is not token or sequence (prefer train.grpo.loss_type)"),
+            (g.min_p >= 0 and g.min_p < 1, f"train.grpo.min_p: must be in [0, 1), got {g.min_p}"),
+            (g.top_k >= 0, f"train.grpo.top_k: must be >= 0, got {g.top_k}"),
+            (g.vllm_importance_sampling_cap >= 0,
+             f"train.grpo.vllm_importance_sampling_cap: must be >= 0, got {g.vllm_importance_sampling_cap}"),
             (g.iterations >= 1, f"train.grpo.iterations: must be >= 1, got {g.iterations}"),
             (g.backend in ("transformers", "vllm"), f"train.grpo.backend: {g.backend!r} is not transformers or vllm"),
             (0 < g.vllm_gpu_memory_utilization <= 1,

@@ -220,6 +220,12 @@ class SpecialIds:
         )
         return cls(header=header, end=int(end), pad=int(pad), image=int(image), eos=eos, vision=vision)
 
+    def with_eos(self, more: Sequence[int]) -> SpecialIds:
+        """The same ids with ``more`` end tokens (the model's EOS list) added to ``eos`` (``<|im_end|>`` stays)."""
+        from dataclasses import replace
+
+        return replace(self, eos=tuple(dict.fromkeys([*self.eos, *(int(t) for t in more)])))
+
 
 def assistant_mask(ids: Sequence[int], header: Sequence[int], end_id: int) -> list[bool]:
     """True on every assistant token: after each ``header`` occurrence, up to and including its ``end_id``

@@ -1,27 +1,35 @@
-"""GRPO on the GRPO export, read top to bottom: the math first (pure functions), then the loop.
+"""GRPO on the GRPO export, read top to bottom (the per-step arithmetic is ``advantages.py``).
 
 Algorithm (one optimizer step):
 1. Take ``prompts_per_step`` prompts (per rank); sample ``G = group_size`` completions each with the current policy
    (``rollout.rollout``, turn-shaped for the multi-turn variant) through the backend ``train.grpo.backend`` names:
    ``transformers`` (the policy's own ``generate``) or ``vllm`` (an in-process engine colocated on the policy's GPU,
-   ``vllm_rollout.py``; its weights are synced from the policy after step 6, and vLLM's log-probs are never used:
-   π_old is always the trainer's own policy).
+   ``vllm_rollout.py``; its weights are synced from the policy after step 6). Sampling is an explicit configuration
+   built from ``train.grpo`` alone (``sampling.py``: nothing from the checkpoint's ``generation_config``); a turn
+   stops at the model's EOS list ∪ ``<|im_end|>`` and, single-turn, at the first ``</answer>`` (the eval's stop).
 2. Reward each completion with the search's own verifier + format + grounding (``rewards.score_completion``; weights
    from ``train.grpo.rewards``). The task's options are the row's (``extra_info.task_options``), then the recipe's.
-3. Advantages, per group: ``A = (r - mean_group(r)) / (std + eps)`` with std of the group (``scale_rewards: group``,
-   default), of the whole batch (``batch``), or no scaling (``none``: Dr. GRPO's choice). Every token of a completion
-   gets its completion's advantage.
+3. Advantages, per group: ``A = (r - mean_group(r)) / (std + eps)``, std = the sample std (Bessel) of the group
+   (``scale_rewards: group``, default), of every reward of the step on every rank (``batch``: gathered first), or
+   no scaling (``none``: Dr. GRPO's choice). Every token of a completion gets its completion's advantage. Groups
+   whose rewards are all equal have A = 0 (``filter_zero_variance`` drops them from the loss; a step where every
+   group is such logs a warning); ``mask_truncated`` drops completions that hit ``max_new_tokens``.
 4. Loss per completion token: clipped surrogate ``-min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A)`` with
-   ``ρ = π/π_old`` (π_old = the sampling policy; with ``iterations: 1`` ρ ≡ 1 in value and the step is the plain
-   policy gradient), ``+ β·KL`` where KL is the k3 estimator ``exp(q-p) - (q-p) - 1`` (p = log π, q = log π_ref) to the
-   frozen initial policy. β = 0 by default: no reference model is loaded at all.
-5. Aggregation: ``token`` (default) = sum over every completion token of the step / their number (long completions
-   are not down-weighted); ``sequence`` = mean per completion, then mean over completions (original GRPO).
+   ``ρ = π/π_old`` (π_old = the trainer's policy when the samples were drawn; with ``iterations: 1`` ρ ≡ 1 in value
+   and the step is the plain policy gradient), times the truncated importance weight ``min(π_old/π_vllm, C)`` for
+   the vLLM backend (``advantages.truncated_importance_weights``), ``+ β·KL`` where KL is the k3 estimator
+   ``exp(q-p) - (q-p) - 1`` (p = log π, q = log π_ref) to the frozen initial policy (held in the training dtype).
+   β = 0 by default: no reference model is loaded at all. Log-probs are scored at the sampling temperature with the
+   tokens the sampler suppresses removed: the distribution that was sampled.
+5. Aggregation (``loss_type``): ``token`` (default) = sum over every completion token of the step / their number;
+   ``sequence`` = mean per completion, then mean (original GRPO); ``dr_grpo`` = sum / (completions × max_new_tokens).
    Normalizers are global (all micro-batches, all ranks), so accumulation and DDP equal one big batch.
-6. Clip the gradient norm, step AdamW and the schedule. Repeat 4-6 ``iterations`` times on the same samples.
+6. Clip the gradient norm, step AdamW and the schedule. Repeat 4-6 ``iterations`` times on the same samples. A step
+   in which no completion counts (all filtered) makes no update.
 
 Logged per step: reward (mean/std) and each component, accuracy (verifier says correct), format rate, grounding rate,
-completion length, truncation rate, clip fraction, KL (when β > 0), learning rate, grad norm, timings.
+completion length, truncation rate, zero-variance group fraction, kept fraction, clip fraction, KL (when β > 0),
+importance-ratio mean/min/max/truncated fraction (vLLM), learning rate, grad norm, timings.
 
 Multi-turn rows (the export's ``multiturn`` struct, or ``train.grpo.multiturn: on``): step 1 runs the zoom
 environment (``train/multiturn.py``): turns stop at ``</tool_call>``/``</answer>``, each valid tool call appends the
@@ -38,21 +46,29 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .advantages import (
+    clipped_surrogate,
+    group_advantages,
+    grpo_loss,
+    kl_k3,
+    pooled_std,
+    token_weights,
+    truncated_importance_weights,
+    zero_variance,
+)
 from .config import GRPOConfig, RunArgs, TrainConfig
 from .data import (
     GRPO_REQUIRED,
     RowSource,
     SpecialIds,
     collate,
-    decode_images,
-    encode_prompt,
     frames_of,
-    normalize_messages,
     report_scan,
     scan,
 )
@@ -62,15 +78,16 @@ from .multiturn import (
     STAT_KEYS,
     ZoomEnvironment,
     ZoomSettings,
-    ZoomTask,
     crop_frames,
     episode_stats,
     limit_lengths,
     row_settings,
     turn_record,
 )
-from .rewards import frame_of, parse_ground_truth, score_completion, score_turns, task_for
-from .rollout import RolloutBackend, Sampling, rollout
+from .prompts import PromptSet, prompt_stream  # noqa: F401  (PromptSet: the tests' import path)
+from .rewards import score_completion, score_turns, task_for
+from .rollout import RolloutBackend, SingleTurn, rollout
+from .sampling import Sampling, describe, model_eos
 from .runtime import (
     Metrics,
     Runtime,
@@ -80,6 +97,7 @@ from .runtime import (
     clip_and_norm,
     grad_sync,
     load_trainer_state,
+    require_trackers,
     save_checkpoint,
     seed_everything,
     setup_runtime,
@@ -87,146 +105,6 @@ from .runtime import (
 )
 
 log = logging.getLogger("mcts_engine.train")
-
-
-# ------------------------------------------------------------------------------------------------
-# The math (pure, unit-tested against hand-computed values)
-# ------------------------------------------------------------------------------------------------
-
-
-def group_advantages(rewards: torch.Tensor, scale: str = "group", eps: float = 1e-4) -> torch.Tensor:
-    """``rewards`` (P prompts, G samples) → advantages of the same shape.
-
-    ``group``: (r - group mean) / (group std + eps); ``batch``: (r - group mean) / (std of all rewards + eps);
-    ``none``: r - group mean. Std is the population std (divide by G), so a group of equal rewards gets 0.
-    """
-    if rewards.ndim != 2:
-        raise ValueError(f"rewards must be (prompts, group), got shape {tuple(rewards.shape)}")
-    r = rewards.double()
-    centered = r - r.mean(dim=1, keepdim=True)
-    if scale == "group":
-        adv = centered / (r.std(dim=1, unbiased=False, keepdim=True) + eps)
-    elif scale == "batch":
-        adv = centered / (r.std(unbiased=False) + eps)
-    elif scale == "none":
-        adv = centered
-    else:
-        raise ValueError(f"scale_rewards must be group, batch or none, got {scale!r}")
-    return adv.to(rewards.dtype)
-
-
-def clipped_surrogate(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token PPO/GRPO loss ``-min(ρA, clip(ρ, 1-ε_low, 1+ε_high)A)`` and a mask of tokens where the clip is
-    active (the clipped term is the smaller one, so the token passes no gradient)."""
-    ratio = torch.exp(logp - old_logp)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    loss = -torch.minimum(unclipped, clipped)
-    active = clipped < unclipped
-    return loss, active
-
-
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimator of KL(π‖π_ref): ``exp(q - p) - (q - p) - 1`` (≥ 0, unbiased, low variance)."""
-    d = ref_logp - logp
-    return torch.exp(d) - d - 1.0
-
-
-def token_weights(seq_index: torch.Tensor, seq_lengths: torch.Tensor, mode: str, n_tokens: float, n_seqs: float) -> torch.Tensor:
-    """Weight of each token in the step loss ``Σ w_t ℓ_t``. ``seq_index[t]`` = the completion token t belongs to
-    (row of the micro-batch), ``seq_lengths[row]`` = that completion's trained tokens; ``n_tokens``/``n_seqs`` are
-    the step's global totals. token: 1/n_tokens; sequence: 1/(len(seq)·n_seqs)."""
-    if mode == "token":
-        return torch.full(seq_index.shape, 1.0 / max(n_tokens, 1.0), dtype=torch.float32, device=seq_index.device)
-    if mode == "sequence":
-        lens = seq_lengths.to(seq_index.device).float()[seq_index]
-        return 1.0 / (lens.clamp(min=1.0) * max(n_seqs, 1.0))
-    raise ValueError(f"loss_agg must be token or sequence, got {mode!r}")
-
-
-def grpo_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    weights: torch.Tensor,
-    eps_low: float,
-    eps_high: float,
-    beta: float = 0.0,
-    ref_logp: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The step loss contribution of these tokens: ``Σ w_t (surrogate_t + β·k3_t)``, plus per-token stats."""
-    per_token, active = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)
-    stats = {"clipped": active}
-    if beta > 0:
-        if ref_logp is None:
-            raise ValueError("beta > 0 needs ref_logp")
-        kl = kl_k3(logp, ref_logp)
-        per_token = per_token + beta * kl
-        stats["kl"] = kl.detach()
-    return (weights * per_token).sum(), stats
-
-
-# ------------------------------------------------------------------------------------------------
-# Prompts
-# ------------------------------------------------------------------------------------------------
-
-
-class PromptSet:
-    """The GRPO rows kept after the scan; encodes a prompt (chat template + images) on demand.
-    ``zoom``: row index → multi-turn settings (rows absent from it roll out single-turn)."""
-
-    def __init__(self, source: RowSource, kept: list[int], processor: Any,
-                 zoom: dict[int, ZoomSettings] | None = None) -> None:
-        self.source, self.kept, self.processor = source, kept, processor
-        self.zoom = dict(zoom or {})
-
-    @property
-    def multiturn(self) -> bool:
-        return bool(self.zoom)
-
-    def get(self, i: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        row = self.source.row(
-            i, ("prompt", "images", "task", "ground_truth", "frame_width", "frame_height", "id", "extra_info"))
-        where = self.source.where(i)
-        messages = normalize_messages(row["prompt"], f"{where}: field 'prompt'")
-        images = decode_images(row.get("images") or [], f"{where}: field 'images'")
-        frame = frame_of(row.get("frame_width"), row.get("frame_height"))
-        zoom = None
-        if i in self.zoom:
-            image = images[0]
-            zoom = ZoomTask(self.zoom[i], image, frame or frame_of(image.width, image.height))
-        meta = {
-            "task": row["task"],
-            "task_options": row_task_options(row.get("extra_info"), f"{where}: field 'extra_info'"),
-            "truth": parse_ground_truth(row["ground_truth"], where),
-            "frame": frame,
-            "id": row.get("id", str(i)),
-            "zoom": zoom,
-            "images": images,  # PIL, placeholder order (backends that take raw images)
-        }
-        return encode_prompt(messages, images, self.processor), meta
-
-
-def row_task_options(extra_info: Any, where: str) -> dict[str, Any]:
-    """The task options the row was generated with (verl ``extra_info.task_options``, a JSON string), or {}."""
-    raw = extra_info.get("task_options") if isinstance(extra_info, dict) else None
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
-        raise TrainSetupError(f"{where}: task_options is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise TrainSetupError(f"{where}: task_options must be an object")
-    return value
-
-
-def prompt_stream(kept: list[int], seed: int, shuffle: bool, start: int, count: int) -> list[int]:
-    from .sft import row_stream
-
-    return row_stream(kept, seed, shuffle, start, count)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -254,6 +132,7 @@ def _check(cfg: TrainConfig, rt: Runtime) -> None:
         from .vllm_rollout import require_vllm
 
         require_vllm()  # a one-line install hint now, before any data or model is loaded
+    require_trackers(cfg.trackers)
 
 
 def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
@@ -289,12 +168,14 @@ def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
         freeze_vision_tower=cfg.freeze_vision, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets, gradient_checkpointing=cfg.gradient_checkpointing,
     )
+    ids = ids.with_eos(model_eos(unwrap(model)))  # the model's EOS list ∪ <|im_end|>: every end token stops a turn
     reference = None
     if g.beta > 0 and cfg.lora_r == 0:
-        # The frozen initial policy (--model, even on resume: KL is to where training started).
+        # The frozen initial policy (--model, even on resume: KL is to where training started), held in the
+        # dtype the policy computes in (bf16 under bf16 autocast: half the memory of fp32, the same numbers).
         from .model import load_model
 
-        reference = load_model(args.model, rt.param_dtype).to(rt.device).eval().requires_grad_(False)
+        reference = load_model(args.model, rt.train_dtype).to(rt.device).eval().requires_grad_(False)
     scorer = TokenScorer(model)
     wrapped = wrap(scorer, rt, cfg)
     params = [p for p in wrapped.parameters() if p.requires_grad]
@@ -304,7 +185,7 @@ def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     scheduler = build_scheduler(optimizer, cfg, steps * g.iterations)
     start = 0
     if resume_from is not None:
-        state = load_trainer_state(resume_from, optimizer, scheduler, rt, cfg)
+        state = load_trainer_state(resume_from, optimizer, scheduler, rt, cfg, model)
         start = int(state["step"])
 
     backend: RolloutBackend | None = None
@@ -331,6 +212,7 @@ def start_vllm(model: torch.nn.Module, processor: Any, ids: SpecialIds, cfg: Tra
         model, processor, ids, model_arg=args.model, resume_from=resume_from,
         gpu_memory_utilization=g.vllm_gpu_memory_utilization, max_model_len=g.vllm_max_model_len or cfg.max_length,
         max_images=max_images, seed=cfg.seed, engine_args=g.vllm_engine_args, vision_trainable=not cfg.freeze_vision,
+        logprobs=g.vllm_importance_sampling_cap > 0,
     )
 
 
@@ -340,33 +222,40 @@ def _loop(args: RunArgs, cfg: TrainConfig, rt: Runtime, out: Path, resume_from: 
           scheduler: Any, params: list[torch.nn.Parameter], steps: int, start: int,
           backend: RolloutBackend | None) -> dict[str, Any]:
     g = cfg.grpo
-    metrics = Metrics(out, rt.is_main, append=resume_from is not None)
+    sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, g.top_k, g.min_p)
+    stops = tuple(sorted({*SingleTurn.stop, *(ZoomEnvironment.stop if zoom else ())}))
+    sampling_record = describe(sampling, ids.eos, ids.pad, stops, ids.vision)
+    # dr_grpo's constant normaliser: the generation budget of one completion (every turn of an episode)
+    max_tokens = float(g.max_new_tokens * max([z.max_turns for z in zoom.values()] + [1]))
+    run_config = {"method": "grpo", "model": args.model, "data": args.data, "world": rt.world,
+                  "config": cfg.to_dict(), "sampling": sampling_record, "data_scan": found.summary(), "steps": steps,
+                  "multiturn_rows": len(zoom)}
+    metrics = Metrics(out, rt.is_main, append=resume_from is not None, report_to=cfg.trackers, run_name=cfg.run_name,
+                      config=run_config, total=steps, start=start, progress=cfg.progress, headline="reward")
     trainable, total_params = count_parameters(model)
     if rt.is_main:
-        (out / "train_config.json").write_text(json.dumps(
-            {"method": "grpo", "model": args.model, "data": args.data, "world": rt.world, "config": cfg.to_dict(),
-             "data_scan": found.summary(), "steps": steps, "multiturn_rows": len(zoom)}, indent=2, default=str))
+        (out / "train_config.json").write_text(json.dumps(run_config, indent=2, default=str))
         metrics.log({"event": "start", "step": start, "steps": steps, "prompts": len(found.kept),
                      "multiturn_rows": len([i for i in found.kept if i in zoom]),
                      "skipped": dict(found.skipped), "trainable_params": trainable, "params": total_params,
-                     "world": rt.world, "device": str(rt.device),
+                     "world": rt.world, "device": str(rt.device), "sampling": sampling_record,
                      "rollout": backend.describe() if backend is not None else {"backend": "transformers"}})
 
-    sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, g.top_k)
     record: dict[str, Any] = {}
     for step in range(start, steps):
         record = grpo_step(step, cfg, rt, prompts, model, wrapped, reference, optimizer, scheduler, params,
-                           sampling, ids, processor, args.task_options, backend)
+                           sampling, ids, processor, args.task_options, backend, max_tokens)
         done = step + 1
         if done % cfg.log_every == 0 or done == steps:
             metrics.log({"step": done, **record})
+        metrics.advance(done, record)
         if cfg.save_every > 0 and done % cfg.save_every == 0 and done < steps:
             save_checkpoint(out, done, wrapped, scorer, processor, optimizer, scheduler, rt, cfg,
                             {"reward": record.get("reward")})
 
     final = out / "final"
     if rt.is_main:
-        save_pretrained(model, processor, final)
+        save_pretrained(model, processor, final, dtype=rt.train_dtype)
     rt.barrier()
     summary = {"method": "grpo", "steps": steps, "final": str(final), "reward": record.get("reward"),
                "accuracy": record.get("accuracy"), "prompts": len(found.kept), "skipped": dict(found.skipped)}
@@ -385,7 +274,7 @@ def grpo_step(
     model: torch.nn.Module,
     wrapped: torch.nn.Module,
     reference: torch.nn.Module | None,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Any,
     scheduler: Any,
     params: list[torch.nn.Parameter],
     sampling: Sampling,
@@ -393,9 +282,11 @@ def grpo_step(
     processor: Any,
     task_options: dict[str, Any],
     backend: RolloutBackend | None = None,
+    max_tokens: float = 0.0,
 ) -> dict[str, Any]:
     """Generate, score, and take ``iterations`` optimizer steps, then sync the rollout engine (when it holds its own
-    copy of the weights). Returns the step's metrics. ``backend`` None = the policy's own ``generate``."""
+    copy of the weights). Returns the step's metrics. ``backend`` None = the policy's own ``generate``;
+    ``max_tokens`` = the constant normaliser of ``loss_type: dr_grpo`` (the generation budget per completion)."""
     g = cfg.grpo
     t0 = time.perf_counter()
     per_step = g.prompts_per_step * rt.world
@@ -432,53 +323,88 @@ def grpo_step(
             scores.append(score_completion(ep.completion_text, task, meta["truth"], meta["frame"], g.rewards))
     rewards = torch.tensor([s.total for s in scores], dtype=torch.float32).view(len(mine), g.group_size)
 
-    # 3. advantages
-    advantages = group_advantages(rewards, g.scale_rewards, g.advantage_eps).view(-1)
+    # 3. advantages (the batch std over every rank's rewards, gathered before scaling); which completions count
+    flat = rewards.view(-1).double()
+    flat_zero = zero_variance(rewards)
+    keep = torch.ones(len(episodes), dtype=torch.bool)
+    if g.filter_zero_variance:
+        keep &= ~flat_zero.repeat_interleave(g.group_size)
+    truncated = torch.tensor([e.truncated for e in episodes], dtype=torch.bool)
+    if g.mask_truncated:
+        keep &= ~truncated
+    lengths = torch.tensor([ep.completion_tokens for ep in episodes], dtype=torch.float32)
+    n_all, r_sum, r_sq, zero_groups, n_tokens, n_seqs, all_tokens = rt.all_sum(
+        float(flat.numel()), float(flat.sum()), float((flat ** 2).sum()), float(flat_zero.sum()),
+        float((lengths * keep).sum()), float(keep.sum()), float(lengths.sum()))
+    batch_std = pooled_std(n_all, r_sum, r_sq)
+    advantages = group_advantages(rewards, g.scale_rewards, g.advantage_eps, batch_std=batch_std).view(-1)
+    groups_total = n_all / g.group_size
+    if zero_groups == groups_total and rt.is_main:
+        log.warning("step %d: every group's rewards are equal (mean reward %.4g): all advantages are 0, this step "
+                    "learns nothing (too easy/hard prompts, or a reward that never varies?)", step + 1, r_sum / n_all)
 
     # 4-6. loss, backward, step (iterations times)
     train_rows = [ep.training_row() for ep in episodes]
-    lengths = torch.tensor([ep.completion_tokens for ep in episodes], dtype=torch.float32)
-    n_tokens, n_seqs = rt.all_sum(float(lengths.sum()), float(len(episodes)))
     micro = [list(range(i, min(i + cfg.batch_size, len(episodes)))) for i in range(0, len(episodes), cfg.batch_size)]
+    sampler = [ep.sampler_logprobs() for ep in episodes]
+    use_tis = g.vllm_importance_sampling_cap > 0 and backend is not None and all(x is not None for x in sampler)
     old_logps: list[torch.Tensor | None] = [None] * len(micro)
     ref_logps: list[torch.Tensor | None] = [None] * len(micro)
+    is_weights: list[torch.Tensor | None] = [None] * len(micro)
+    is_stats = {"sum": 0.0, "n": 0.0, "truncated": 0.0, "min": math.inf, "max": -math.inf}
+    scoring = {"temperature": g.temperature, "suppress": ids.vision}  # the distribution the rollout sampled from
+    learn = n_seqs > 0  # every rank agrees (global count): skip the update when no completion counts
     with torch.no_grad():
         for m, idx in enumerate(micro):
-            if g.iterations == 1 and reference is None and not (g.beta > 0 and cfg.lora_r > 0):
+            if not learn or (g.iterations == 1 and reference is None and not (g.beta > 0 and cfg.lora_r > 0)):
                 break
             batch = batch_to(collate([train_rows[i] for i in idx], ids.pad), rt.device)
             with rt.autocast():
                 if g.iterations > 1:
-                    old_logps[m] = TokenScorer(model)(**model_inputs(batch), temperature=g.temperature)
+                    old_logps[m] = TokenScorer(model)(**model_inputs(batch), **scoring)
                 if reference is not None:
-                    ref_logps[m] = TokenScorer(reference)(**model_inputs(batch), temperature=g.temperature)
+                    ref_logps[m] = TokenScorer(reference)(**model_inputs(batch), **scoring)
                 elif g.beta > 0:  # LoRA: the reference is the base model with the adapter switched off
                     with model.disable_adapter():
-                        ref_logps[m] = TokenScorer(model)(**model_inputs(batch), temperature=g.temperature)
+                        ref_logps[m] = TokenScorer(model)(**model_inputs(batch), **scoring)
 
     clipped = kl_sum = 0.0
     grad_norm = lr = 0.0
-    for _ in range(g.iterations):
+    for it in range(g.iterations):
         for m, idx in enumerate(micro):
+            if not learn:
+                break
             batch = batch_to(collate([train_rows[i] for i in idx], ids.pad), rt.device)
             select = batch["target_mask"][:, 1:]
             seq_index = select.nonzero()[:, 0]
             with grad_sync(wrapped, m == len(micro) - 1):
                 with rt.autocast():
-                    logp = wrapped(**model_inputs(batch), temperature=g.temperature)
+                    logp = wrapped(**model_inputs(batch), **scoring)
                 old = old_logps[m] if old_logps[m] is not None else logp.detach()
+                if use_tis and it == 0:  # π_old / π_sampler per token, fixed for every iteration on these samples
+                    sampled = torch.tensor([x for i in idx for x in sampler[i]], dtype=torch.float32)
+                    is_weights[m], st = truncated_importance_weights(old, sampled, g.vllm_importance_sampling_cap)
+                    _merge_is(is_stats, st)
                 adv = advantages[idx].to(rt.device)[seq_index]
-                weights = token_weights(seq_index, lengths[idx], g.loss_agg, n_tokens, n_seqs) * rt.world
-                loss, stats = grpo_loss(logp, old, adv, weights, g.epsilon_low, g.epsilon_high, g.beta, ref_logps[m])
+                weights = token_weights(seq_index, lengths[idx], g.loss_type, n_tokens, n_seqs, max_tokens) * rt.world
+                weights = weights * keep[idx].to(rt.device)[seq_index]
+                loss, stats = grpo_loss(logp, old, adv, weights, g.epsilon_low, g.epsilon_high, g.beta, ref_logps[m],
+                                        is_weights[m])
                 loss.backward()
-            clipped += float(stats["clipped"].float().sum())
+            counted = keep[idx].to(rt.device)[seq_index]
+            clipped += float((stats["clipped"] & counted).float().sum())
             if "kl" in stats:
-                kl_sum += float(stats["kl"].sum())
-        grad_norm = clip_and_norm(params, cfg.max_grad_norm)
+                kl_sum += float((stats["kl"] * counted).sum())
         lr = scheduler.get_last_lr()[0]  # the lr this step used
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        if learn:
+            grad_norm = clip_and_norm(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+        else:  # nothing counted on any rank: no update, the schedule still advances one step
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+                scheduler.step()
     t_sync = 0.0
     if backend is not None:  # the engine samples the next step with the updated weights
         t1 = time.perf_counter()
@@ -487,37 +413,42 @@ def grpo_step(
 
     # metrics (global over ranks)
     comp = {k: sum(s.components()[k] for s in scores) for k in ("accuracy", "format", "grounding", "distinct")}
-    sums = rt.all_sum(float(rewards.sum()), float((rewards ** 2).sum()), float(sum(s.correct for s in scores)),
-                      comp["accuracy"], comp["format"], comp["grounding"], float(sum(e.truncated for e in episodes)),
-                      clipped, kl_sum, float(sum(int(r["input_ids"].numel()) for r in train_rows)),
-                      comp["distinct"], *(mt_sums[k] for k in STAT_KEYS))
-    r_sum, r_sq, correct, acc, fmt, gnd, trunc, clipped, kl_sum, all_tokens, dst = sums[:11]
-    mt = dict(zip(STAT_KEYS, sums[11:]))
-    n = n_seqs
-    mean = r_sum / n
+    sums = rt.all_sum(float(sum(s.correct for s in scores)), comp["accuracy"], comp["format"], comp["grounding"],
+                      float(truncated.sum()), clipped, kl_sum, float(sum(int(r["input_ids"].numel()) for r in train_rows)),
+                      comp["distinct"], is_stats["sum"], is_stats["n"], is_stats["truncated"],
+                      *(mt_sums[k] for k in STAT_KEYS))
+    correct, acc, fmt, gnd, trunc, clipped, kl_sum, seq_tokens, dst, is_sum, is_n, is_trunc = sums[:12]
+    mt = dict(zip(STAT_KEYS, sums[12:]))
+    n = n_all
     dt = time.perf_counter() - t0
     rec = {
-        "reward": mean,
-        "reward_std": math.sqrt(max(r_sq / n - mean * mean, 0.0)),
+        "reward": r_sum / n,
+        "reward_std": batch_std,
         "reward_accuracy": acc / n,
         "reward_format": fmt / n,
         "reward_grounding": gnd / n,
         "accuracy": correct / n,
         "format_rate": fmt / n,
         "grounding_rate": gnd / n,
-        "completion_len": n_tokens / n,
+        "completion_len": all_tokens / n,
         "truncated_rate": trunc / n,
+        "zero_std_frac": zero_groups / max(groups_total, 1.0),  # groups whose rewards are all equal (no signal)
+        "kept_frac": n_seqs / n,  # completions in the loss (filter_zero_variance / mask_truncated drop some)
         "clip_frac": clipped / max(n_tokens * g.iterations, 1.0),
         "lr": lr,
         "grad_norm": grad_norm,
         "gen_s": t_gen,
         **({"sync_s": t_sync} if backend is not None else {}),
         "step_s": dt,
-        "tokens_per_s": all_tokens / dt,
+        "tokens_per_s": seq_tokens / dt,
         "peak_mem_gb": rt.peak_memory_gb(),
     }
     if g.beta > 0:
         rec["kl"] = kl_sum / max(n_tokens * g.iterations, 1.0)
+    if use_tis and is_n > 0:
+        is_max, neg_min = rt.all_max(is_stats["max"], -is_stats["min"])
+        rec.update({"is_ratio_mean": is_sum / max(is_n, 1.0), "is_ratio_min": -neg_min, "is_ratio_max": is_max,
+                    "is_truncated_frac": is_trunc / max(is_n, 1.0)})
     if prompts.multiturn:  # the run's mode, not the step's rows: every rank logs the same keys
         rec["reward_distinct"] = dst / n
         rec.update({
@@ -532,6 +463,15 @@ def grpo_step(
             "observation_len": mt["observation_tokens"] / n,  # environment tokens (text + crop images), never trained
         })
     return rec
+
+
+def _merge_is(total: dict[str, float], part: dict[str, float]) -> None:
+    total["sum"] += part["sum"]
+    total["n"] += part["n"]
+    total["truncated"] += part["truncated"]
+    if part["n"]:
+        total["min"] = min(total["min"], part["min"])
+        total["max"] = max(total["max"], part["max"])
 
 
 __all__ = ["clipped_surrogate", "group_advantages", "grpo_loss", "kl_k3", "run_grpo", "token_weights"]

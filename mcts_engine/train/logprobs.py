@@ -5,7 +5,9 @@ head ONLY at positions whose next token is a target (``target_mask``): logits fo
 are never materialized, which is most of the activation memory saved over ``model(...).logits``.
 It is an ``nn.Module`` so that DDP/FSDP wrap it and see every parameter use in its ``forward``.
 
-Returned: a flat float32 tensor of log p(target token), in row-major order of ``target_mask[:, 1:]``.
+Returned: a flat float32 tensor of log p(target token), in row-major order of ``target_mask[:, 1:]``. GRPO
+scores at the sampling temperature with the tokens the sampler suppresses removed (``suppress``), so the
+log-probs it trains on are those of the distribution the rollout sampled from (``sampling.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class TokenScorer(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
         temperature: float = 1.0,
+        suppress: tuple[int, ...] = (),
     ) -> torch.Tensor:
         body, head = self._parts()
         out = body(
@@ -53,6 +56,8 @@ class TokenScorer(nn.Module):
         logits = head(hidden[select]).float()
         if temperature != 1.0:
             logits = logits / temperature
+        if suppress:  # tokens the sampler never draws (vision placeholders): the scored distribution excludes them too
+            logits[:, list(suppress)] = float("-inf")
         return -F.cross_entropy(logits, targets, reduction="none")
 
 

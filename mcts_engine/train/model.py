@@ -23,13 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import TrainSetupError  # noqa: F401  (re-exported: the trainer's modules import it from here)
+
 log = logging.getLogger("mcts_engine.train")
 
 QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 
 
-class TrainSetupError(RuntimeError):
-    """A one-line, user-facing problem with the model, data or environment (the CLI prints it, exit 2)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,24 +259,46 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_pretrained(
-    model: nn.Module, processor: Any, out_dir: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+    model: nn.Module, processor: Any, out_dir: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write an HF-format checkpoint (model + processor) that transformers and ``vllm serve`` load.
 
     ``state_dict`` (already gathered, e.g. from FSDP) overrides the model's own. A LoRA model is saved merged.
+    ``dtype``: floating tensors are saved in it (the training dtype: bf16 for a bf16 run) and ``config.json``'s
+    ``dtype``/``torch_dtype`` name it.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = unwrap(model)
     if state_dict is None and any(".lora_" in k for k, _ in base.named_parameters()):
         state_dict = merged_state_dict(model)
+    if dtype is not None:
+        source = state_dict if state_dict is not None else {k: v.detach() for k, v in base.state_dict().items()}
+        if any(v.is_floating_point() and v.dtype != dtype for v in source.values()):
+            state_dict = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in source.items()}
     if state_dict is not None:
         base.save_pretrained(out, state_dict=_drop_tied(base, state_dict))
     else:
         base.save_pretrained(out)
     processor.save_pretrained(out)
+    if dtype is not None:
+        _write_dtype(out / "config.json", dtype)
     _make_servable(out, processor)
     return out
+
+
+def _write_dtype(path: Path, dtype: torch.dtype) -> None:
+    """Name the saved weights' dtype in ``config.json`` (top level and the text config)."""
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())
+    name = str(dtype).removeprefix("torch.")
+    for section in (data, data.get("text_config")):
+        if isinstance(section, dict):
+            section["dtype"] = name
+            section.pop("torch_dtype", None)  # rewritten from dtype by _add_legacy_config_keys
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _drop_tied(base: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

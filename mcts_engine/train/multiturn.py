@@ -12,13 +12,13 @@ An episode (``rollout.rollout`` with :class:`ZoomEnvironment`)::
 
 Invariants and choices:
 - The zoom is the environment module's, never re-implemented here: every turn is classified by
-  ``mcts_engine.multiturn.take_turn`` (the eval loop's own rule: answer / valid tool call / ``bad_tool_call``,
+  ``mcts_engine.zoom.episode.take_turn`` (the eval loop's own rule: answer / valid tool call / ``bad_tool_call``,
   ``no_tool_call``, ``out_of_frame``, ``invalid_turn``, ``truncated``, ``no_answer_at_max_turns``), and a valid call
   runs ``environment.observe(frame_image, parse_step(turn), frame, MultiTurnConfig)`` (check_tool_step + zoom) on
   the frame image of the row with the row's ``multiturn`` settings, so crops match the search's byte for byte.
 - A malformed or out-of-frame tool call (or a thought without a call, a truncated turn, …) ends the episode; its
   reward is computed from what is there (``rewards.score_turns``).
-- The observation turn has exactly the structure of the exported SFT rows (``export.formats.observation_parts``),
+- The observation turn has exactly the structure of the exported SFT rows (``export.rows.observation_parts``),
   rendered by the model's own chat template (the text between the assistant turn and the next assistant header),
   encoded by the processor alone (its crop's pixels + the expanded image placeholders). Only the new observation
   is encoded per turn; the tokens already in the context are never re-tokenized (see ``rollout``).
@@ -135,7 +135,7 @@ def crop_frames(source: Any, settings: dict[int, ZoomSettings]) -> list[tuple[in
 
 def observation_messages(text: str) -> list[dict[str, Any]]:
     """The observation user turn as the exported SFT rows hold it (text, image part, text)."""
-    from ..export.formats import observation_parts
+    from ..export.rows import observation_parts
 
     return normalize_messages([{"role": "user", "content": observation_parts(text)}], "observation")
 
@@ -210,7 +210,7 @@ def limit_lengths(scan: Any, source: Any, settings: dict[int, ZoomSettings], pro
 
 
 def turn_record(ep: Episode, task: ZoomTask) -> TurnRecord:
-    """The episode's turns classified by ``mcts_engine.multiturn.take_turn`` (kept in ``ep.state``, extended with
+    """The episode's turns classified by ``mcts_engine.zoom.episode.take_turn`` (kept in ``ep.state``, extended with
     the turns not yet classified; a truncated last turn is classified ``truncated``)."""
     rec: TurnRecord = ep.state.setdefault("turns", TurnRecord())
     trained = [s for s in ep.segments if s.trainable]

@@ -7,7 +7,7 @@ reward = w_acc · task.verify(answer, ground_truth).score      (the SAME verifie
        + w_fmt · [completion matches <think> … </think><answer> … </answer>]   (grounding.check_chain)
        + w_gnd · [the thought names at least one (x, y) inside the frame]       (grounding.Frame.contains)
 
-Multi-turn (:func:`score_turns`, on the turns as ``mcts_engine.multiturn.take_turn`` classified them):
+Multi-turn (:func:`score_turns`, on the turns as ``mcts_engine.zoom.episode.take_turn`` classified them):
 
 reward = w_acc · task.verify(final answer, ground_truth).score   (0 when the episode ended without an answer)
        + w_fmt · [every zoom turn is a thought naming (x, y) + a valid in-frame tool call on a point the thought
@@ -18,8 +18,11 @@ reward = w_acc · task.verify(final answer, ground_truth).score   (0 when the ep
                                                                 the search's and eval's rule for a repeat)
 
 Choices:
-- The answer is read by ``check_chain``: the ``<answer>`` block of a well-formed chain, else the last
-  ``<answer>`` block anywhere (so accuracy and format are separate signals; the weights decide how they mix).
+- The answer is read by ``check_chain``: the ``<answer>`` block of a well-formed chain, else the ``<answer>``
+  block there is (so accuracy and format are separate signals; the weights decide how they mix). Exactly one
+  answer block ends a chain: a completion with anything after its first ``</answer>`` (e.g. a second answer
+  block) scores 0 format AND 0 accuracy. Rollouts stop at the first ``</answer>`` (``grounding.CHAIN_STOPS``,
+  the eval's one-shot stop), so only a completion scored from elsewhere can carry on past it.
   Multi-turn: the answer turn's ``<answer>`` (``parse_step``); a truncated or missing answer scores 0.
 - Points are in the frame the model saw (``frame_width`` × ``frame_height`` of the export row); a point on the
   right/bottom edge is outside (pixels are 0-based). Without a frame, any point counts.
@@ -51,7 +54,7 @@ class RewardBreakdown:
     answer: str | None
     reason: str = ""
     distinct: float = 0.0  # multi-turn: distinct zoom points / zoom turns (0 single-turn)
-    end: str = ""  # multi-turn: how the episode ended (mcts_engine.multiturn.END_REASONS)
+    end: str = ""  # multi-turn: how the episode ended (mcts_engine.zoom.episode.END_REASONS)
 
     def components(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "format": self.format, "grounding": self.grounding, "distinct": self.distinct}
@@ -77,19 +80,31 @@ def score_completion(
 ) -> RewardBreakdown:
     """Score one full completion (single-turn; for multi-turn, the assistant turns joined)."""
     chain = check_chain(text)
-    verdict = task.verify(chain.answer, truth)
-    fmt = 1.0 if chain.well_formed else 0.0
+    if after_first_answer(text):  # a second answer block (or anything) after the first: no format, no accuracy
+        verdict = task.verify(None, truth)
+        acc, fmt = 0.0, 0.0
+        reason = "text after the first </answer>"
+    else:
+        verdict = task.verify(chain.answer, truth)
+        acc, fmt = float(verdict.score), (1.0 if chain.well_formed else 0.0)
+        reason = verdict.reason
     if frame is None:
         gnd = 1.0 if chain.points else 0.0
     else:
         gnd = 1.0 if any(frame.contains(p) for p in chain.points) else 0.0
-    acc = float(verdict.score)
     total = weights.accuracy * acc + weights.format * fmt + weights.grounding * gnd
-    return RewardBreakdown(total, acc, fmt, gnd, verdict.correct, chain.answer, verdict.reason)
+    return RewardBreakdown(total, acc, fmt, gnd, bool(verdict.correct and acc > 0), chain.answer, reason)
+
+
+def after_first_answer(text: str) -> bool:
+    """Whether anything but whitespace follows the first ``</answer>``: a chain ends with exactly one answer
+    block (the rollout stops there, as the eval does; a completion that carries on is rejected whole)."""
+    _, closed, tail = text.partition(ANSWER_CLOSE)
+    return bool(closed) and bool(tail.strip())
 
 
 def well_formed_turn(turn: Any) -> bool:
-    """One classified turn (``mcts_engine.multiturn.EpisodeTurn``) follows the multi-turn grammar: an answer turn
+    """One classified turn (``mcts_engine.zoom.episode.EpisodeTurn``) follows the multi-turn grammar: an answer turn
     with a closed ``<answer> … </answer>`` and no tool call, or a thought naming (x, y) with a valid in-frame
     tool call on one of the points it names."""
     if turn.error is not None:
@@ -101,7 +116,7 @@ def well_formed_turn(turn: Any) -> bool:
 
 
 def score_turns(record: Any, task: Task, truth: dict[str, Any], weights: RewardWeights) -> RewardBreakdown:
-    """Score one multi-turn episode (an ``mcts_engine.multiturn.Episode`` built by ``take_turn``)."""
+    """Score one multi-turn episode (an ``mcts_engine.zoom.episode.ZoomEpisode`` built by ``take_turn``)."""
     verdict = task.verify(record.answer, truth)
     answered = record.end == "answer"
     fmt = 1.0 if answered and record.turns and all(well_formed_turn(t) for t in record.turns) else 0.0

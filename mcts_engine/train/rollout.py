@@ -14,10 +14,11 @@ Choices:
   :class:`TransformersBackend` (default; the policy's own ``generate``) and ``vllm_rollout.VLLMBackend`` (an
   in-process vLLM engine colocated on the policy's GPU, weights synced after every step). ``rollout`` accepts a
   bare model too (then it uses the transformers backend on it).
-- Transformers: ``generate`` in-process (sampling with the recipe's temperature/top-p/top-k), all G
+- Transformers: ``generate`` in-process with an explicit ``GenerationConfig`` (``sampling.py``: every field from
+  the recipe, nothing from the checkpoint's ``generation_config``), all G
   samples of a prompt in one call (``num_return_sequences``), several prompts per call (left-padded). Stop strings
-  are transformers' own stopping criterion (``stop_strings``); :func:`cut_turn` finds the same cut point on the
-  sampled tokens afterwards (for every backend: the turn is cut the same way whoever sampled it).
+  end a sequence through ``sampling.stop_string_criteria`` (the same rule as ``stop_strings``, cheaper per step);
+  :func:`cut_turn` finds the same cut point on the sampled tokens afterwards (for every backend: the turn is cut the same way whoever sampled it).
 - Vision placeholder tokens are suppressed while sampling (each one in a sequence must match an image feature).
 - A turn's tokens are kept exactly as sampled (no decode→re-encode round trip), so the log-probs the loss computes
   are those of the tokens the policy actually produced. The closing ``<|im_end|>`` is part of the turn (trained:
@@ -41,7 +42,9 @@ from typing import Any, Protocol
 
 import torch
 
+from ..grounding import CHAIN_STOPS
 from .data import SpecialIds, collate
+from .sampling import Sampling, generation_config, own_generation_config, stop_string_criteria
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Segment:
     pixel_values: torch.Tensor | None = None  # the segment's images, as the processor encoded them
     image_grid_thw: torch.Tensor | None = None
     images: list[Any] | None = None  # the same images as PIL (for backends that take raw images, e.g. vLLM)
+    logprobs: list[float] | None = None  # the sampler's log-prob of each token (policy turns, when the backend gives them)
 
 
 @dataclass
@@ -97,6 +101,17 @@ class Episode:
         """What the rewards read: the assistant turns, joined."""
         return "\n".join(self.turns)
 
+    def sampler_logprobs(self) -> list[float] | None:
+        """The sampling engine's log-prob of every trained token (in ``target_mask`` order), or None when the
+        backend did not report them for every turn (then the trainer's own log-probs are π_old)."""
+        out: list[float] = []
+        for s in self.segments:
+            if s.trainable:
+                if s.logprobs is None or len(s.logprobs) != len(s.ids):
+                    return None
+                out.extend(s.logprobs)
+        return out
+
     @property
     def completion_tokens(self) -> int:
         return sum(len(s.ids) for s in self.segments if s.trainable)
@@ -136,20 +151,14 @@ class Environment(Protocol):
 
 
 class SingleTurn:
-    """One assistant turn per episode (the single-turn grounded chain)."""
+    """One assistant turn per episode (the single-turn grounded chain). The turn stops at the first
+    ``</answer>``: the eval's one-shot stop strings (``grounding.CHAIN_STOPS``), so nothing after the first answer
+    block is ever sampled, trained on or rewarded."""
 
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] = CHAIN_STOPS
 
     def observe(self, episode: Episode, turn_text: str) -> list[int] | None:
         return None
-
-
-@dataclass(frozen=True)
-class Sampling:
-    max_new_tokens: int = 512
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,6 +184,7 @@ class Completion:
     token_ids: list[int]
     text: str = ""
     finish_reason: str = ""
+    logprobs: list[float] | None = None  # the engine's log-prob of each token in token_ids (None = not reported)
 
 
 class RolloutBackend:
@@ -275,22 +285,16 @@ def generate_rows(
     batch = collate(rows, ids.pad, left=True)
     batch.pop("target_mask")
     batch = {k: v.to(device) for k, v in batch.items()}
-    kwargs: dict[str, Any] = dict(
-        do_sample=True,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k if sampling.top_k > 0 else None,
-        max_new_tokens=sampling.max_new_tokens,
-        num_return_sequences=group,
-        eos_token_id=list(ids.eos),
-        pad_token_id=ids.pad,
-        use_cache=True,
-        suppress_tokens=list(ids.vision) or None,
-    )
+    # Every sampling field explicit, nothing inherited from the checkpoint's generation_config (``sampling.py``).
+    config = generation_config(sampling, ids.eos, ids.pad, ids.vision, num_return_sequences=group)
+    kwargs: dict[str, Any] = {}
     if stops:
-        kwargs.update(stop_strings=list(stops), tokenizer=tokenizer)
-    with autocast:
-        out = model.generate(**batch, **kwargs)
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [stop_string_criteria(tokenizer, stops, batch["input_ids"].shape[1])])
+    with autocast, own_generation_config(model, config):
+        out = model.generate(**batch, generation_config=config, **kwargs)
     new = out[:, batch["input_ids"].shape[1]:].tolist()
     return new
 
@@ -343,14 +347,21 @@ def rollout(
     return episodes
 
 
-def _sample(backend: RolloutBackend, eps: list[Episode], n: int, sampling: Sampling, stops: tuple[str, ...]) -> list[list[int]]:
-    """One turn for ``eps`` (runs of ``n`` identical contexts): the raw tokens per episode, in order."""
+def _sample(backend: RolloutBackend, eps: list[Episode], n: int, sampling: Sampling, stops: tuple[str, ...]) -> list[Completion]:
+    """One turn for ``eps`` (runs of ``n`` identical contexts): the raw completion per episode, in order."""
     contexts = [ep.context() for ep in eps[::n]]
     out = backend.generate(contexts, n, sampling, stops)
     if len(out) != len(contexts) or any(len(c) != n for c in out):
         raise RuntimeError(f"{backend.name} backend returned {[len(c) for c in out]} completions for "
                            f"{len(contexts)} contexts x {n}")
-    return [c.token_ids for per in out for c in per]
+    return [c for per in out for c in per]
+
+
+def _cut_text(text: str, stops: tuple[str, ...]) -> str:
+    """The decoded turn up to the end of its first stop string (the token that completed a stop string may carry
+    a few characters past it; a server strips those too)."""
+    ends = [i + len(s) for s in stops if (i := text.find(s)) >= 0]
+    return text[:min(ends)] if ends else text
 
 
 def _add_observation(ep: Episode, observation: list[int] | Observation | None) -> bool:
@@ -364,11 +375,12 @@ def _add_observation(ep: Episode, observation: list[int] | Observation | None) -
     return True
 
 
-def _append(eps: list[Episode], raw: list[list[int]], ids: SpecialIds, tokenizer: Any, env: Environment) -> None:
-    for ep, tokens in zip(eps, raw):
-        tokens, truncated = cut_turn(tokens, ids.eos, ids.pad, env.stop, tokenizer)
-        ep.segments.append(Segment(tokens, trainable=True))
-        text = tokenizer.decode(tokens, skip_special_tokens=True)
+def _append(eps: list[Episode], raw: list[Completion], ids: SpecialIds, tokenizer: Any, env: Environment) -> None:
+    for ep, completion in zip(eps, raw):
+        tokens, truncated = cut_turn(completion.token_ids, ids.eos, ids.pad, env.stop, tokenizer)
+        logprobs = completion.logprobs[:len(tokens)] if completion.logprobs is not None else None
+        ep.segments.append(Segment(tokens, trainable=True, logprobs=logprobs))
+        text = _cut_text(tokenizer.decode(tokens, skip_special_tokens=True), env.stop)
         ep.turns.append((ep.prefix + text).strip())
         ep.prefix = ""
         ep.truncated = ep.truncated or truncated

@@ -6,26 +6,24 @@ Choices:
   Every rank holds the same model; data is split by rank. DDP by default; FSDP2 (``fully_shard`` per decoder
   layer and vision block, then the root) with ``train.distributed=fsdp``, for full fine-tunes that do not fit.
 - Precision ``auto``: on GPU, fp32 master weights with bf16 autocast (FSDP: bf16 compute, fp32 reduce); on CPU,
-  fp32. ``bf16-pure`` keeps the weights themselves in bf16 (least memory; small updates may round away).
-- AdamW; no weight decay on biases and norms (tensors with < 2 dims). Linear warmup, then cosine (or linear,
-  or constant) to ``lr·min_lr_ratio``, stepped once per optimizer step.
+  fp32. ``bf16-pure`` keeps the weights themselves in bf16 and fp32 masters in the optimizer (``optim.py``).
+- The optimizer and schedule: ``optim.py``.
 - A checkpoint is ``<out>/checkpoint-<step>/``: an HF model + processor (servable as is) and ``trainer_state.pt``
   (optimizer, schedule, step, RNG), written last, so a directory without it is incomplete and ignored on resume.
-  The final model goes to ``<out>/final/``. Metrics: ``<out>/metrics.jsonl`` (+ TensorBoard when installed).
+  The final model goes to ``<out>/final/``. Model weights are saved in the training dtype (bf16 for a bf16 run,
+  ``config.json``'s ``dtype`` says so); a step checkpoint of fp32 weights saved in bf16 also holds them in fp32
+  (``master_weights.safetensors``) so resume is exact. Everything ``--resume`` reads loads with
+  ``torch.load(weights_only=True)`` (a planted pickle is refused, never run). Metrics: ``trackers.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import os
 import random
 import re
 import shutil
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +34,13 @@ from torch import nn
 
 from .config import TrainConfig
 from .model import TrainSetupError
+from .trackers import Metrics, require_trackers  # noqa: F401  (the trainers import them from here)
+from .optim import MasterWeightsAdamW, build_optimizer, build_scheduler, clip_and_norm, lr_factor  # noqa: F401
 
 log = logging.getLogger("mcts_engine.train")
 
 STATE_FILE = "trainer_state.pt"
+MASTERS_FILE = "master_weights.safetensors"  # fp32 weights of a run saved in bf16 (exact resume)
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -62,6 +63,12 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def train_dtype(self) -> torch.dtype:
+        """The dtype the model computes in: bf16 under bf16 autocast or bf16-pure, else fp32. A frozen reference
+        model is held in it, and checkpoints are saved in it (``config.json``'s ``dtype`` says so)."""
+        return self.autocast_dtype or self.param_dtype
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -74,6 +81,15 @@ class Runtime:
             import torch.distributed as dist
 
             dist.all_reduce(t)
+        return t.tolist()
+
+    def all_max(self, *values: float) -> list[float]:
+        """Max of numbers over ranks."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.tolist()
 
     def barrier(self) -> None:
@@ -142,17 +158,48 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    """Every RNG's state as plain lists, numbers and tensors (loads with ``torch.load(weights_only=True)``)."""
+    version, mt, gauss = random.getstate()
+    state: dict[str, Any] = {"python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64),
+                                        "gauss": gauss},
+                             "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "cached": float(cached)}
+    except ImportError:
+        pass
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        import numpy as np
+
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def safe_load(path: Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)``: tensors, numbers, strings and containers only. A file that would run
+    code when unpickled (planted or corrupt) is refused with a one-line error, never executed."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise TrainSetupError(f"{path}: refusing to load (not a plain tensor/number file: {first}); "
+                              f"delete this checkpoint or resume from an older one") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,56 +265,6 @@ def full_state_dict(wrapped: nn.Module, rt: Runtime, cfg: TrainConfig) -> dict[s
 
 
 # ------------------------------------------------------------------------------------------------
-# Optimizer and schedule
-# ------------------------------------------------------------------------------------------------
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    if not decay and not no_decay:
-        raise TrainSetupError("nothing to train: every parameter is frozen")
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": (cfg.adam_beta1, cfg.adam_beta2)}
-    if rt.device.type == "cuda" and not (rt.distributed and cfg.distributed == "fsdp"):
-        kwargs["fused"] = True
-    return torch.optim.AdamW([g for g in groups if g["params"]], **kwargs)
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the base lr for optimizer step ``step`` (0-based) of ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    span = max(1, total - warmup)
-    progress = min(1.0, max(0.0, (step - warmup) / span))
-    if schedule == "linear":
-        decay = 1.0 - progress
-    else:  # cosine
-        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return min_ratio + (1.0 - min_ratio) * decay
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = int(round(cfg.warmup_ratio * total))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule, cfg.min_lr_ratio)
-    )
-
-
-def clip_and_norm(params: list[nn.Parameter], max_norm: float) -> float:
-    """Clip the global gradient norm to ``max_norm`` (0 = no clipping); returns the norm before clipping."""
-    limit = max_norm if max_norm > 0 else float("inf")
-    norm = torch.nn.utils.clip_grad_norm_(params, limit)
-    if hasattr(norm, "full_tensor"):  # DTensor under FSDP
-        norm = norm.full_tensor()
-    return float(norm)
-
-
-# ------------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------------
 
@@ -315,9 +312,11 @@ def save_checkpoint(
     d = out / f"checkpoint-{step:06d}"
     sd = full_state_dict(wrapped, rt, cfg)
     if rt.is_main:
-        save_pretrained(scorer.model, processor, d, state_dict=sd)
+        save_pretrained(scorer.model, processor, d, state_dict=sd, dtype=rt.train_dtype)
         if hasattr(scorer.model, "save_pretrained") and hasattr(scorer.model, "peft_config"):
             scorer.model.save_pretrained(d / "adapter")
+        if rt.train_dtype != rt.param_dtype and sd is None:
+            save_masters(scorer.model, d)
     rt.barrier()
     opt_name = f"optimizer.rank{rt.rank}.pt" if cfg.distributed == "fsdp" and rt.distributed else "optimizer.pt"
     if rt.is_main or opt_name != "optimizer.pt":
@@ -335,67 +334,46 @@ def save_checkpoint(
     return d
 
 
+def save_masters(model: nn.Module, ckpt: Path) -> None:
+    """The fp32 trainable weights next to a checkpoint saved in a lower dtype: resume continues from them."""
+    from safetensors.torch import save_file
+
+    from .model import unwrap
+
+    tensors = {n: p.detach().float().contiguous() for n, p in unwrap(model).named_parameters() if p.requires_grad}
+    save_file(tensors, str(ckpt / MASTERS_FILE))
+
+
+@torch.no_grad()
+def load_masters(model: nn.Module, ckpt: Path) -> None:
+    """Copy a checkpoint's fp32 trainable weights (``save_masters``) back into the model, when it has them."""
+    path = ckpt / MASTERS_FILE
+    if not path.exists():
+        return
+    from safetensors.torch import load_file
+
+    from .model import unwrap
+
+    saved = load_file(str(path))
+    for name, p in unwrap(model).named_parameters():
+        if name in saved:
+            p.copy_(saved[name].to(p.dtype))
+
+
 def load_trainer_state(
-    ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rt: Runtime, cfg: TrainConfig
+    ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rt: Runtime, cfg: TrainConfig,
+    model: nn.Module | None = None,
 ) -> dict[str, Any]:
-    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    if model is not None:
+        load_masters(model, ckpt)
+    state = safe_load(ckpt / STATE_FILE)
     opt_name = f"optimizer.rank{rt.rank}.pt" if cfg.distributed == "fsdp" and rt.distributed else "optimizer.pt"
     if cfg.distributed == "fsdp" and rt.distributed and state.get("world") != rt.world:
         raise TrainSetupError(f"{ckpt}: saved with {state.get('world')} FSDP ranks; resume needs the same number")
-    optimizer.load_state_dict(torch.load(ckpt / opt_name, map_location=rt.device, weights_only=False))
+    optimizer.load_state_dict(safe_load(ckpt / opt_name, map_location=rt.device))
     scheduler.load_state_dict(state["scheduler"])
     own = ckpt / f"rng.rank{rt.rank}.pt"
-    set_rng_state(torch.load(own, weights_only=False) if own.exists() else state["rng"])
+    set_rng_state(safe_load(own) if own.exists() else state["rng"])
     if rt.is_main:
         log.warning("resuming from %s (step %d)", ckpt, int(state["step"]))
     return state
-
-
-# ------------------------------------------------------------------------------------------------
-# Metrics
-# ------------------------------------------------------------------------------------------------
-
-
-class Metrics:
-    """Rank-0 metrics: one JSON object per line in ``metrics.jsonl`` (appended to on resume, else started afresh),
-    TensorBoard scalars when ``tensorboard`` is installed, and a short line on stderr."""
-
-    def __init__(self, out: Path, enabled: bool, append: bool = False, tensorboard: bool = True) -> None:
-        self.enabled = enabled
-        self.file = None
-        self.tb = None
-        if not enabled:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        self.file = (out / "metrics.jsonl").open("a" if append else "w", encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except Exception:  # tensorboard not installed
-                self.tb = None
-
-    def log(self, record: dict[str, Any], echo: bool = True) -> None:
-        if not self.enabled or self.file is None:
-            return
-        record = {"time": round(time.time(), 3), **record}
-        self.file.write(json.dumps(record, default=float) + "\n")
-        self.file.flush()
-        step = int(record.get("step", 0))
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "time"):
-                    self.tb.add_scalar(k, v, step)
-        if echo:
-            shown = " ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in record.items() if k != "time" and not isinstance(v, (dict, list))
-            )
-            print(shown, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        if self.tb is not None:
-            self.tb.close()

@@ -38,6 +38,7 @@ from .runtime import (
     grad_sync,
     full_state_dict,
     load_trainer_state,
+    require_trackers,
     save_checkpoint,
     seed_everything,
     setup_runtime,
@@ -91,9 +92,12 @@ def total_steps(n_rows: int, cfg: TrainConfig, world: int) -> int:
     return max(1, math.ceil(cfg.epochs * n_rows / per_step))
 
 
-def make_loader(dataset: SFTDataset, sampler: Any, pad_id: int, workers: int) -> torch.utils.data.DataLoader:
+def make_loader(dataset: SFTDataset, sampler: Any, pad_id: int, workers: int, seed: int = 0) -> torch.utils.data.DataLoader:
+    """The loader draws its workers' base seed from its OWN generator: the global RNG (LoRA dropout, restored
+    exactly on ``--resume``) is never touched by starting an iteration, so a resumed run replays the same masks."""
     return torch.utils.data.DataLoader(
         dataset,
+        generator=torch.Generator().manual_seed(seed),
         batch_sampler=sampler,
         collate_fn=functools.partial(collate, pad_id=pad_id),
         num_workers=workers,
@@ -105,22 +109,37 @@ def make_loader(dataset: SFTDataset, sampler: Any, pad_id: int, workers: int) ->
 @torch.no_grad()
 def evaluate(wrapped: torch.nn.Module, source: RowSource, kept: list[int], processor: Any, ids: SpecialIds,
              cfg: TrainConfig, rt: Runtime) -> float:
-    """Mean NLL per assistant token over the val rows (sharded over ranks, summed, then divided)."""
-    mine = kept[rt.rank::rt.world]
-    batches = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
-    loader = make_loader(SFTDataset(source, processor, ids), batches, ids.pad, cfg.num_workers)
+    """Mean NLL per assistant token over the val rows (sharded over ranks, summed, then divided).
+
+    Every rank runs the same number of batches (:func:`eval_batches`): a rank short of rows scores a filler batch
+    and discards it, because a wrapped model's forward is collective (DDP syncs buffers, FSDP gathers weights) and
+    a rank that stopped early would leave the others waiting forever."""
+    batches, real = eval_batches(kept, cfg.batch_size, rt.rank, rt.world)
+    loader = make_loader(SFTDataset(source, processor, ids), batches, ids.pad, cfg.num_workers, cfg.seed)
     was_training = wrapped.training
     wrapped.eval()
     nll = tokens = 0.0
-    for batch in loader:
+    for batch, counts in zip(loader, real):
         batch = batch_to(batch, rt.device)
         with rt.autocast():
             logp = wrapped(**model_inputs(batch))
-        nll += float(-logp.sum())
-        tokens += logp.numel()
+        if counts:
+            nll += float(-logp.sum())
+            tokens += logp.numel()
     wrapped.train(was_training)
     nll, tokens = rt.all_sum(nll, tokens)
     return nll / max(tokens, 1.0)
+
+
+def eval_batches(kept: list[int], batch_size: int, rank: int, world: int) -> tuple[list[list[int]], list[bool]]:
+    """This rank's eval batches (rows ``kept[rank::world]``), padded with filler batches (``real`` False) to the
+    number the rank with the most rows runs."""
+    mine = kept[rank::world]
+    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    most = math.ceil(math.ceil(len(kept) / world) / batch_size)
+    real = [True] * len(batches) + [False] * (most - len(batches))
+    batches += [kept[:1]] * (most - len(batches))
+    return batches, real
 
 
 def run_sft(args: RunArgs, cfg: TrainConfig) -> dict[str, Any]:
@@ -133,6 +152,7 @@ def run_sft(args: RunArgs, cfg: TrainConfig) -> dict[str, Any]:
 
 def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     out = Path(args.out)
+    require_trackers(cfg.trackers)  # a one-line install hint before anything loads
     resume_from = check_out_dir(out, args.resume)
     seed_everything(cfg.seed + rt.rank)
     if cfg.lora_r > 0 and cfg.distributed == "fsdp" and rt.distributed:
@@ -167,22 +187,23 @@ def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     scheduler = build_scheduler(optimizer, cfg, steps)
     start = 0
     if resume_from is not None:
-        state = load_trainer_state(resume_from, optimizer, scheduler, rt, cfg)
+        state = load_trainer_state(resume_from, optimizer, scheduler, rt, cfg, model)
         start = int(state["step"])
 
-    metrics = Metrics(out, rt.is_main, append=resume_from is not None)
+    run_config = {"method": "sft", "model": args.model, "data": args.data, "val": args.val, "world": rt.world,
+                  "config": cfg.to_dict(), "data_scan": train_scan.summary(), "steps": steps}
+    metrics = Metrics(out, rt.is_main, append=resume_from is not None, report_to=cfg.trackers, run_name=cfg.run_name,
+                      config=run_config, total=steps, start=start, progress=cfg.progress, headline="loss")
     trainable, total_params = count_parameters(model)
     if rt.is_main:
-        (out / "train_config.json").write_text(json.dumps(
-            {"method": "sft", "model": args.model, "data": args.data, "val": args.val, "world": rt.world,
-             "config": cfg.to_dict(), "data_scan": train_scan.summary(), "steps": steps}, indent=2, default=str))
+        (out / "train_config.json").write_text(json.dumps(run_config, indent=2, default=str))
         metrics.log({"event": "start", "step": start, "steps": steps, "rows": len(train_scan.kept),
                      "skipped": dict(train_scan.skipped), "trainable_params": trainable, "params": total_params,
                      "world": rt.world, "device": str(rt.device)})
 
     # --- loop --------------------------------------------------------------------------------
     loader = make_loader(SFTDataset(train_src, processor, ids), StepBatches(train_scan.kept, cfg, rt, start, steps),
-                         ids.pad, cfg.num_workers)
+                         ids.pad, cfg.num_workers, cfg.seed + start)
     batches = iter(loader)
     last_loss = float("nan")
     eval_loss = None
@@ -215,6 +236,7 @@ def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
                          "target_tokens": int(global_targets), "tokens": int(tokens_total),
                          "tokens_per_s": tokens_total / dt, "step_s": dt, "peak_mem_gb": rt.peak_memory_gb(),
                          "epoch": done * cfg.batch_size * cfg.grad_accum * rt.world / len(train_scan.kept)})
+        metrics.advance(done, {"loss": last_loss})
         if val_scan is not None and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < steps:
             eval_loss = evaluate(wrapped, val_src, val_scan.kept, processor, ids, cfg, rt)  # type: ignore[arg-type]
             metrics.log({"step": done, "eval_loss": eval_loss})
@@ -229,7 +251,7 @@ def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
 
     sd = full_state_dict(wrapped, rt, cfg)
     if rt.is_main:
-        save_pretrained(model, processor, final, state_dict=sd)
+        save_pretrained(model, processor, final, state_dict=sd, dtype=rt.train_dtype)
     rt.barrier()
     summary = {"method": "sft", "steps": steps, "final": str(final), "loss": last_loss, "eval_loss": eval_loss,
                "rows": len(train_scan.kept), "skipped": dict(train_scan.skipped)}

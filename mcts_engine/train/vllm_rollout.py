@@ -19,8 +19,10 @@ How it works (TRL's "colocate" mode, single process):
   it with its own processor), all images so far in placeholder order (multi-turn: the frame, then each crop).
   ``SamplingParams(n, temperature, top_p, top_k (-1 = off), max_tokens, stop, stop_token_ids = the end tokens,
   include_stop_str_in_output=True, skip_special_tokens=False, logit_bias = -100 on vision placeholder tokens)``.
-  The returned token ids are cut by ``rollout.cut_turn`` exactly like the transformers backend's. vLLM's own
-  log-probs are never used: the trainer scores the sampled tokens with its own policy (π_old) as before.
+  The returned token ids are cut by ``rollout.cut_turn`` exactly like the transformers backend's. π_old is the
+  trainer's own policy; vLLM's log-prob of each sampled token (``logprobs=0``, engine ``logprobs_mode:
+  processed_logprobs``) weights each token's loss by the truncated importance ratio min(π_old/π_vllm, C)
+  (``train.grpo.vllm_importance_sampling_cap``, ``advantages.truncated_importance_weights``).
 - Weight sync (``sync``), after every GRPO step's optimizer updates: every policy weight (unwrapped; LoRA merged)
   under the name the saved checkpoint uses (``model.checkpoint_tensors``: the renaming ``save_pretrained``
   applies), one ``load_weights([(name, tensor)])`` call per tensor on the engine's model object, then
@@ -93,8 +95,8 @@ def engine_model(llm: Any) -> Any:
     raise TrainSetupError(
         f"vLLM {version}: cannot reach the engine's model object for the weight sync (tried llm."
         f"{' and llm.'.join(ENGINE_MODEL_PATHS)}); the engine must run in this process "
-        "(VLLM_ENABLE_V1_MULTIPROCESSING=0) and this vLLM version may have moved it: use a vLLM version the "
-        "README names, or train.grpo.backend=transformers"
+        "(VLLM_ENABLE_V1_MULTIPROCESSING=0) and this vLLM version may have moved it: use a vLLM version "
+        "docs/training-recipes.md names, or train.grpo.backend=transformers"
     )
 
 
@@ -118,14 +120,30 @@ def engine_dir(model_arg: str, resume_from: Path | None) -> str | None:
     return None
 
 
+def sampled_logprobs(output: Any) -> list[float] | None:
+    """vLLM's log-prob of each sampled token of one ``CompletionOutput`` (``logprobs`` = one {token: Logprob}
+    per position), or None when it did not report them."""
+    per_position = getattr(output, "logprobs", None)
+    if not per_position:
+        return None
+    out = []
+    for token, entry in zip(output.token_ids, per_position):
+        lp = entry.get(token) if isinstance(entry, dict) else None
+        if lp is None:
+            return None
+        out.append(float(getattr(lp, "logprob", lp)))
+    return out
+
+
 class VLLMBackend(RolloutBackend):
     """Generation on a colocated ``vllm.LLM``; ``sync`` copies the policy's weights into it."""
 
     name = "vllm"
 
     def __init__(self, vllm: Any, llm: Any, ids: SpecialIds, engine_args: dict[str, Any],
-                 vision_trainable: bool = False, tmpdir: str | None = None) -> None:
+                 vision_trainable: bool = False, tmpdir: str | None = None, logprobs: bool = False) -> None:
         self.vllm, self.llm, self.ids = vllm, llm, ids
+        self.logprobs = logprobs  # ask for each sampled token's log-prob (truncated importance sampling)
         self.engine_args = engine_args
         self.vision_trainable = vision_trainable
         self._tmpdir = tmpdir
@@ -148,6 +166,7 @@ class VLLMBackend(RolloutBackend):
         seed: int,
         engine_args: dict[str, Any] | None = None,
         vision_trainable: bool = False,
+        logprobs: bool = False,
     ) -> VLLMBackend:
         """Build the engine from the directory the policy started from (see the module docstring)."""
         vllm = require_vllm()
@@ -168,6 +187,8 @@ class VLLMBackend(RolloutBackend):
             "enable_prefix_caching": True,
             "seed": seed,
         }
+        if logprobs:  # the log-probs of the distribution actually sampled (after temperature), as TRL asks for
+            kwargs["logprobs_mode"] = "processed_logprobs"
         kwargs.update(engine_args or {})
         try:
             llm = vllm.LLM(**kwargs)
@@ -177,7 +198,7 @@ class VLLMBackend(RolloutBackend):
             msg = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise TrainSetupError(f"vLLM cannot load {path} for GRPO rollouts: {msg}") from None
         try:
-            return cls(vllm, llm, ids, kwargs, vision_trainable, tmpdir)
+            return cls(vllm, llm, ids, kwargs, vision_trainable, tmpdir, logprobs)
         except TrainSetupError:
             if tmpdir:
                 shutil.rmtree(tmpdir, ignore_errors=True)
@@ -199,7 +220,13 @@ class VLLMBackend(RolloutBackend):
             stop_token_ids=list(self.ids.eos),
             include_stop_str_in_output=True,
             skip_special_tokens=False,
+            repetition_penalty=1.0,  # every field explicit: nothing from the checkpoint's generation_config
+            presence_penalty=0.0,
+            frequency_penalty=0.0,
+            min_p=sampling.min_p,
         )
+        if self.logprobs:
+            kwargs["logprobs"] = 0  # the sampled token's own log-prob
         if self.ids.vision:
             kwargs["logit_bias"] = {int(t): VISION_BIAS for t in self.ids.vision}
         return self.vllm.SamplingParams(**kwargs)
@@ -224,8 +251,8 @@ class VLLMBackend(RolloutBackend):
         result = []
         for out in outs:
             choices = sorted(out.outputs, key=lambda o: getattr(o, "index", 0))
-            result.append([Completion(list(o.token_ids), str(o.text or ""), str(o.finish_reason or ""))
-                           for o in choices])
+            result.append([Completion(list(o.token_ids), str(o.text or ""), str(o.finish_reason or ""),
+                                      sampled_logprobs(o) if self.logprobs else None) for o in choices])
         return result
 
     # --- weights -------------------------------------------------------------------------------
@@ -248,4 +275,5 @@ class VLLMBackend(RolloutBackend):
             self._tmpdir = None
 
 
-__all__ = ["TRAIN_HINT", "VLLMBackend", "collapse_image_tokens", "engine_dir", "engine_model", "require_vllm"]
+__all__ = ["TRAIN_HINT", "VLLMBackend", "collapse_image_tokens", "engine_dir", "engine_model", "require_vllm",
+           "sampled_logprobs"]
