@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the tiny-model builder and parquet fixtures live with the tests
+sys.path.insert(0, str(ROOT))  # the engine (its tiny-model builder and parquet fixtures: mcts_engine.testing.tiny_model)
 
 QWEN25_VL_3B = {  # Qwen/Qwen2.5-VL-3B-Instruct's architecture (random init: no download)
     "text": dict(vocab_size=151936, hidden_size=2048, num_hidden_layers=36, num_attention_heads=16,
@@ -52,7 +52,7 @@ def build_3b(out: Path) -> Path:
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from _train_helpers import build_tiny_model
+    from mcts_engine.testing.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(out)
     base = json.loads((tiny / "config.json").read_text())
@@ -68,7 +68,7 @@ def build_3b(out: Path) -> Path:
 
 
 def make_data(d: Path, rows: int, frame: tuple[int, int]) -> tuple[Path, Path]:
-    from _train_helpers import grpo_rows, sft_rows, write_parquet
+    from mcts_engine.testing.tiny_model import grpo_rows, sft_rows, write_parquet
 
     return (write_parquet(sft_rows(rows, frame=frame), d / "sft.parquet"),
             write_parquet(grpo_rows(rows, frame=frame), d / "grpo.parquet"))
@@ -302,7 +302,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in models:
-            from _train_helpers import build_tiny_model
+            from mcts_engine.testing.tiny_model import build_tiny_model
 
             with contextlib.redirect_stderr(io.StringIO()):
                 model_dir = build_tiny_model(work / name) if name == "tiny" else build_3b(work / name)

@@ -44,8 +44,8 @@ def run_browser(chromium: str, args: list[str], timeout: float) -> tuple[str, fl
 
 def synthetic_run(n: int, where: Path) -> Path:
     """A run directory of ``n`` copies of the test suite's 10-node tree (distinct ids, three question types)."""
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    from _export_helpers import add_cache, make_image, make_run, rich_tree
+    sys.path[:0] = [str(ROOT)]
+    from mcts_engine.testing.synthetic_runs import add_cache, make_image, make_run, rich_tree
 
     src = make_image(where / "data" / "a.png")
     t = rich_tree("t", "a.png")

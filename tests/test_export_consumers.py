@@ -28,7 +28,7 @@ from mcts_engine.export.config import ExportConfig
 from mcts_engine.export.rewards import easyr1_compute_score
 from mcts_engine.export.run import export_run
 
-from _export_helpers import make_image, make_run, rich_tree
+from mcts_engine.testing.synthetic_runs import make_image, make_run, rich_tree
 
 # Qwen2-VL's chat template (image parts → one vision block each; string or list contents).
 QWEN2VL_TEMPLATE = (

@@ -17,7 +17,7 @@ from mcts_engine.export.run import export_run
 from mcts_engine.export.split import assign_splits
 from mcts_engine.search.tree import Tree
 
-from _export_helpers import answer, make_image, make_run, rich_tree, think
+from mcts_engine.testing.synthetic_runs import answer, make_image, make_run, rich_tree, think
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +284,7 @@ def test_export_cli(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_run_image_cache_is_used_byte_for_byte(tmp_path: Path) -> None:
-    from _export_helpers import add_cache
+    from mcts_engine.testing.synthetic_runs import add_cache
 
     data = tmp_path / "data"
     src = make_image(data / "a.png")

@@ -11,7 +11,7 @@ from mcts_engine.frame import Frame
 from mcts_engine.grounding import check_chain, format_chain
 from mcts_engine.search.tree import Tree
 
-from _export_helpers import TRUTH, answer, frame, rich_tree, sample_record, think
+from mcts_engine.testing.synthetic_runs import TRUTH, answer, frame, rich_tree, sample_record, think
 
 BT = "Wait, let me look again."
 

@@ -30,7 +30,7 @@ from mcts_engine.grounding import IMAGE_MARKER, parse_step
 from mcts_engine.search.tree import Tree
 from mcts_engine.tasks import get_task
 
-from _export_helpers import MT_EXTRA, MT_SETTINGS, answer, make_image, make_run, mt_think, mt_tree
+from mcts_engine.testing.synthetic_runs import MT_EXTRA, MT_SETTINGS, answer, make_image, make_run, mt_think, mt_tree
 
 ALL = "best,all_correct,backtrack"
 

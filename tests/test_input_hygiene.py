@@ -18,7 +18,7 @@ from mcts_engine.export.run import export_run
 from mcts_engine.samples.options import parse_options, question_stem, split_options
 from mcts_engine.samples import Sample, SampleError, load_samples, load_table, open_image
 
-from _export_helpers import add_cache, make_image, make_run, rich_tree
+from mcts_engine.testing.synthetic_runs import add_cache, make_image, make_run, rich_tree
 
 runner = CliRunner()
 BUNDLED = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data" / "sat2_sample"

@@ -261,7 +261,7 @@ def test_model_and_none_differ_where_a_template_has_a_default() -> None:
     """Rows as export writes them, rendered by a Qwen2-VL-style chat template (the tiny test model's): ``model``
     gets the template's default system prompt, ``none`` an empty system block, ``@FILE``/task their text."""
     import jinja2
-    from _train_helpers import CHAT_TEMPLATE
+    from mcts_engine.testing.tiny_model import CHAT_TEMPLATE
 
     from mcts_engine.export.rows import SampleContext as RowContext
 

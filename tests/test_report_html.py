@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from mcts_engine.cli import app
 from mcts_engine.export.report import MARK, build_report, draw_points, question_type, read_page_data, search_pick
 
-from _export_helpers import make_image, make_run, rich_tree
+from mcts_engine.testing.synthetic_runs import make_image, make_run, rich_tree
 
 
 def _run(tmp: Path) -> Path:
@@ -81,7 +81,7 @@ def test_card_image_is_the_teachers_frame(tmp_path: Path) -> None:
 
 
 def test_linked_images_point_into_the_run_directory(tmp_path: Path) -> None:
-    from _export_helpers import add_cache
+    from mcts_engine.testing.synthetic_runs import add_cache
 
     src = make_image(tmp_path / "data" / "a.png")
     t = rich_tree("c", "a.png")
@@ -122,7 +122,7 @@ def test_report_cli(tmp_path: Path) -> None:
 
 
 def test_report_uses_the_cached_frame_image(tmp_path: Path) -> None:
-    from _export_helpers import add_cache
+    from mcts_engine.testing.synthetic_runs import add_cache
 
     src = make_image(tmp_path / "data" / "a.png")
     t = rich_tree("c", "a.png")

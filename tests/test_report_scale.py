@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mcts_engine.export.report import INLINE_MAX_TREES, build_report, read_page_data
 
-from _export_helpers import add_cache, make_image, make_run, rich_tree
+from mcts_engine.testing.synthetic_runs import add_cache, make_image, make_run, rich_tree
 
 N = 10_000
 MAX_BYTES_PER_TREE = 1_600  # a 10-node tree: ~1.1 KB measured (index row + card line)

@@ -15,7 +15,7 @@ from mcts_engine.export.report import build_report
 from mcts_engine.search.tree import Tree
 from mcts_engine.tasks import get_task
 
-from _export_helpers import make_run
+from mcts_engine.testing.synthetic_runs import make_run
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "tree_record_a398637.jsonl"  # written by commit a398637 (sim teacher)

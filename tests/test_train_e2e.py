@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from _train_helpers import build_tiny_model
+from mcts_engine.testing.tiny_model import build_tiny_model
 from mcts_engine.cli import app
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _train_helpers import build_tiny_model, chain, grpo_rows, sft_rows, write_parquet
+from mcts_engine.testing.tiny_model import build_tiny_model, chain, grpo_rows, sft_rows, write_parquet
 from mcts_engine.train.config import RewardWeights, RunArgs, train_config_from_recipe
 from mcts_engine.train.grpo import clipped_surrogate, group_advantages, grpo_loss, kl_k3, token_weights
 

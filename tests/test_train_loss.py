@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from _train_helpers import build_tiny_model, grpo_rows, write_parquet
+from mcts_engine.testing.tiny_model import build_tiny_model, grpo_rows, write_parquet
 from mcts_engine.train.advantages import (
     group_advantages,
     pooled_std,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from _train_helpers import (
+from mcts_engine.testing.tiny_model import (
     MT_SYSTEM,
     QUESTION,
     ScriptedGenerate,
@@ -293,7 +293,7 @@ def test_settings_come_from_the_row_and_bad_settings_are_one_line_errors(tmp_pat
         row_settings(src, "auto", {}, 0, 0)
     assert row_settings(src, "off", {}, 0, 0) == {}
     # single-turn rows: multi-turn only when the recipe says so (multiturn.enabled, or train.grpo.multiturn=on)
-    from _train_helpers import grpo_rows, write_parquet
+    from mcts_engine.testing.tiny_model import grpo_rows, write_parquet
 
     plain = RowSource(write_parquet(grpo_rows(2), tmp_path / "plain.parquet"), GRPO_REQUIRED, "GRPO")
     assert row_settings(plain, "auto", {}, 0, 6) == {}

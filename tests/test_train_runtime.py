@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from _train_helpers import build_tiny_model, sft_rows, write_parquet
+from mcts_engine.testing.tiny_model import build_tiny_model, sft_rows, write_parquet
 from mcts_engine.train.config import RunArgs, train_config_from_recipe
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from _train_helpers import build_tiny_model, grpo_rows, write_parquet
+from mcts_engine.testing.tiny_model import build_tiny_model, grpo_rows, write_parquet
 
 
 @pytest.fixture(scope="module")

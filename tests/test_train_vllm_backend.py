@@ -18,7 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from _train_helpers import (
+from mcts_engine.testing.tiny_model import (
     build_tiny_model,
     chain,
     grpo_rows,

@@ -1,4 +1,4 @@
-"""Hand-built trees and run directories for the export/report tests (no engine, no network)."""
+"""Hand-built trees and run directories for the export/report tests and benchmarks (no engine, no network)."""
 
 from __future__ import annotations
 
