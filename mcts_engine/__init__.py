@@ -72,8 +72,7 @@ __all__ = [  # the same names as _EXPORTS (tests/test_public_api.py checks), spe
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come from __getattr__
-    from .config import (ConfigError, MultiTurnConfig, RunConfig, SearchConfig, TeacherConfig, build_run_config,
-                         bundled_recipes, load_recipe)
+    from .config import ConfigError, MultiTurnConfig, RunConfig, SearchConfig, TeacherConfig, build_run_config, bundled_recipes, load_recipe
     from .export.formats import export_run
     from .export.linearize import ExportConfig
     from .export.report import build_report
@@ -87,8 +86,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come
     from .teachers.base import Teacher, TeacherError, TeacherUnavailable
     from .teachers.openai_compat import OpenAITeacher
     from .teachers.sim import SimTeacher
-    from .verifiers import (Verdict, match_choice, match_numeric, match_text, parse_point_answer, point_in_box,
-                            point_near)
+    from .verifiers import Verdict, match_choice, match_numeric, match_text, parse_point_answer, point_in_box, point_near
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,6 @@ from .commands.report import report
 from .commands.train import train
 
 
-
 def _no_type_for_flags() -> None:
     """Typer's help prints a ``<bool>`` type column for on/off flags (``--force``, ``--help``); a flag takes
     no value, so show none. (``TyperOption.display_type_rich`` is the one place that column is computed.)"""

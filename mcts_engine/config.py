@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_type_hints
+from typing import Any, Literal, TypeVar, get_args, get_type_hints
 
 import yaml
 
@@ -33,9 +33,9 @@ ImageFormat = Literal["auto", "png", "jpeg"]  # how a teacher frame is encoded (
 IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 # Where a system prompt comes from (``protocol.resolve_system_prompt``): the task's text, the serving chat
 # template's default (no system message), an empty system message, or ``@FILE`` (the file's exact text).
-SystemPromptSource = Union[Literal["task", "model", "none"], AtFile]
+SystemPromptSource = Literal["task", "model", "none"] | AtFile
 # the first user turn: the task's wording, the question as written, or a template (inline or @FILE)
-UserTextSource = Union[Literal["task", "question"], AtFile, QuestionTemplate]
+UserTextSource = Literal["task", "question"] | AtFile | QuestionTemplate
 CropShape = Literal["aspect", "square"]  # multi-turn crop output: longer side = crop_size | crop_size x crop_size
 CropBorder = Literal["shift", "clip"]  # a region at the frame's edge: shifted inside (stays square) | clipped
 DotSpace = Literal["crop", "region"]  # the dot's radius in output-crop pixels (drawn after resizing) | region pixels

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .store.checkpoints import Checkpointer, Interrupted, route_signals
 from .config import RunConfig, validate_run_config
 from .failures import group_failures, open_failures
 from .grounding import ANSWER_OPEN, STEP_STOPS
@@ -35,12 +34,12 @@ from .search.mcts import TreeSearch
 from .search.resume import Resumed, TrackedTeacher, resume
 from .search.scheduler import Aborted, run_bounded
 from .search.tree import Tree
-from .store import (INFLIGHT, TREES, DuplicateSample, RunError, RunLock, RunStore, StoreWriteError, check_run_dir,
-                    save_image)
+from .store import INFLIGHT, TREES, DuplicateSample, RunError, RunLock, RunStore, StoreWriteError, check_run_dir, save_image
+from .store.checkpoints import Checkpointer, Interrupted, route_signals
 from .tasks import get_task
 from .tasks.base import Task
 from .teachers import make_teacher
-from .teachers.base import PromptState, PromptContext, Teacher, TeacherError, TeacherUnavailable
+from .teachers.base import PromptContext, PromptState, Teacher, TeacherError, TeacherUnavailable
 from .zoom.environment import MULTITURN_STOPS
 from .zoom.observer import make_observer
 
@@ -99,7 +98,7 @@ def summarize(store: RunStore, session: dict[str, Any]) -> dict[str, Any]:
     finished = solved = calls = choices = ptok = ctok = nodes = 0
     rejected: dict[str, int] = {}
     ids: set[str] = set()
-    for _, rec, err in store.iter_records():
+    for _, rec, _err in store.iter_records():
         if rec is None:
             continue
         ids.add(str(rec["sample_id"]))

@@ -14,6 +14,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from .frame import Point
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
@@ -29,8 +31,6 @@ _POINT_RE = re.compile(r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
 _ANSWER_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S)
 _TOOL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
-
-from .frame import Point
 
 
 # --------------------------------------------------------------------------------------------

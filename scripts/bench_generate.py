@@ -297,8 +297,8 @@ def image_prep(repeats: int) -> None:
     from PIL import Image
 
     from mcts_engine.frame import frame_for
-    from mcts_engine.samples.png import encode_png_rgb
     from mcts_engine.samples import open_image
+    from mcts_engine.samples.png import encode_png_rgb
 
     sets = {name: sorted(p for p in (ROOT / "mcts_engine" / "sample_data" / f"{name}_sample").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:8]
             for name in ("sat2", "screenspot", "vstar")}

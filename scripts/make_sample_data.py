@@ -244,7 +244,8 @@ def write_all(out: Path, n: int, seed: int, n_extra: int = 6) -> None:
 
     # SAT parquet schema (as in the SAT-2 release): no ids, no boxes; images as datasets Image structs.
     import datasets
-    from datasets import Dataset, Features, Image as HFImage, List, Value
+    from datasets import Dataset, Features, List, Value
+    from datasets import Image as HFImage
 
     datasets.disable_progress_bars()
 

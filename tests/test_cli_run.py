@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
-from mcts_engine.planning import project
 from mcts_engine.failures import failure_kind, group_failures, open_failures
+from mcts_engine.planning import project
 from mcts_engine.testing.stub_server import StubServer
 
 runner = CliRunner()

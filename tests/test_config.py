@@ -126,10 +126,8 @@ def test_text_fields_keep_the_text_as_written() -> None:
 
 
 def test_export_and_train_overrides_keep_text_fields() -> None:
-    from mcts_engine.export.config import resolve_export_config
+    from mcts_engine.export.config import ExportConfig, resolve_export_config
     from mcts_engine.train.config import train_config_from_recipe
-
-    from mcts_engine.export.config import ExportConfig
 
     assert apply_overrides({}, ["export.strategies=on"], schema={"export": ExportConfig}) == {"export": {"strategies": "on"}}
     ec, options = resolve_export_config({}, overrides=["export.strategies=best", "task_options.k=0755"])

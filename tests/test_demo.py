@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcts_engine.commands.demo import demo
-from mcts_engine.zoom.environment import format_tool_call
 from mcts_engine.testing.refused_port import refused_url
+from mcts_engine.zoom.environment import format_tool_call
 
 runner = CliRunner()
 DATA = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data"

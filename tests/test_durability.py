@@ -20,17 +20,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mcts_engine.store import files as runfiles
 from mcts_engine.cli import app
 from mcts_engine.config import build_run_config, load_recipe
 from mcts_engine.generate import default_data, prepare_context, run_generate
-from mcts_engine.zoom.observer import make_observer
+from mcts_engine.samples import load_samples
 from mcts_engine.search.mcts import TreeSearch
 from mcts_engine.search.resume import TrackedTeacher, resume, snapshot
-from mcts_engine.samples import load_samples
 from mcts_engine.store import INFLIGHT, LOCK, TREES, RunError, RunStore
+from mcts_engine.store import files as runfiles
 from mcts_engine.teachers.base import PromptState, TeacherError
 from mcts_engine.teachers.sim import SimTeacher
+from mcts_engine.zoom.observer import make_observer
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

@@ -18,16 +18,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from PIL import Image
 
 from mcts_engine.export.config import ExportConfig
 from mcts_engine.export.rewards import easyr1_compute_score
 from mcts_engine.export.run import export_run
-
 from mcts_engine.testing.synthetic_runs import make_image, make_run, rich_tree
 
 # Qwen2-VL's chat template (image parts → one vision block each; string or list contents).

@@ -16,7 +16,6 @@ from mcts_engine.export.rewards import verl_compute_score
 from mcts_engine.export.run import export_run
 from mcts_engine.export.split import assign_splits
 from mcts_engine.search.tree import Tree
-
 from mcts_engine.testing.synthetic_runs import answer, make_image, make_run, rich_tree, think
 
 

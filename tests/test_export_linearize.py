@@ -10,7 +10,6 @@ from mcts_engine.export.linearize import Linearizer
 from mcts_engine.frame import Frame
 from mcts_engine.grounding import check_chain, format_chain
 from mcts_engine.search.tree import Tree
-
 from mcts_engine.testing.synthetic_runs import TRUTH, answer, frame, rich_tree, sample_record, think
 
 BT = "Wait, let me look again."

@@ -14,23 +14,21 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-
-from mcts_engine.export.protocol_rows import row_multiturn
 from PIL import Image
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
-from mcts_engine.zoom.environment import TOOL_NAME
 from mcts_engine.export.config import ExportConfig, ExportError
 from mcts_engine.export.linearize import Linearizer
-from mcts_engine.export.rows import observation_parts
+from mcts_engine.export.protocol_rows import row_multiturn
 from mcts_engine.export.report import build_report
+from mcts_engine.export.rows import observation_parts
 from mcts_engine.export.run import export_run
 from mcts_engine.grounding import IMAGE_MARKER, parse_step
 from mcts_engine.search.tree import Tree
 from mcts_engine.tasks import get_task
-
 from mcts_engine.testing.synthetic_runs import MT_EXTRA, MT_SETTINGS, answer, make_image, make_run, mt_think, mt_tree
+from mcts_engine.zoom.environment import TOOL_NAME
 
 ALL = "best,all_correct,backtrack"
 

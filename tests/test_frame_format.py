@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.config import ConfigError, build_run_config, load_recipe
-from mcts_engine.zoom.observer import make_observer
-from mcts_engine.zoom.episode import as_multiturn
 from mcts_engine.samples import FrameCache, Sample, frame_format, load_frame
 from mcts_engine.tasks import get_task
 from mcts_engine.teachers.base import PromptContext
+from mcts_engine.zoom.episode import as_multiturn
+from mcts_engine.zoom.observer import make_observer
 
 MAXP, MINP = 1280 * 28 * 28, 56 * 56
 

@@ -15,9 +15,8 @@ from mcts_engine.cli import app
 from mcts_engine.config import ConfigError, InputConfig, RunConfig, build_run_config, validate_run_config
 from mcts_engine.export.config import ExportConfig
 from mcts_engine.export.run import export_run
-from mcts_engine.samples.options import parse_options, question_stem, split_options
 from mcts_engine.samples import Sample, SampleError, load_samples, load_table, open_image
-
+from mcts_engine.samples.options import parse_options, question_stem, split_options
 from mcts_engine.testing.synthetic_runs import add_cache, make_image, make_run, rich_tree
 
 runner = CliRunner()

@@ -10,12 +10,12 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.config import MultiTurnConfig
-from mcts_engine.zoom.environment import check_tool_step, crop_box, format_tool_call, observe, zoom
 from mcts_engine.frame import Frame
 from mcts_engine.grounding import parse_step
 from mcts_engine.samples import encode_image
 from mcts_engine.search.tree import Tree
-from mcts_engine.teachers.base import StepObservation, PromptState, PromptContext, Turn, build_messages
+from mcts_engine.teachers.base import PromptContext, PromptState, StepObservation, Turn, build_messages
+from mcts_engine.zoom.environment import check_tool_step, crop_box, format_tool_call, observe, zoom
 
 FRAME = Frame(width=560, height=420, orig_width=1120, orig_height=840)
 

@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.config import MultiTurnConfig
-from mcts_engine.zoom.environment import format_tool_call
 from mcts_engine.evaluation.scoring import EvalSpec, render_markdown, summarize, turn_stats
-from mcts_engine.zoom.episode import ZoomEpisode, as_multiturn, run_episode, score_episode, take_turn
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.tasks import get_task
-from mcts_engine.teachers.base import Continuation, PromptState, PromptContext, TeacherReply
+from mcts_engine.teachers.base import Continuation, PromptContext, PromptState, TeacherReply
+from mcts_engine.zoom.environment import format_tool_call
+from mcts_engine.zoom.episode import ZoomEpisode, as_multiturn, run_episode, score_episode, take_turn
 
 runner = CliRunner()
 DATA = Path(__file__).resolve().parent.parent / "mcts_engine" / "sample_data"

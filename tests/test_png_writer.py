@@ -10,8 +10,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from mcts_engine.samples.png import encode_png, encode_png_rgb
 from mcts_engine.samples import encode_image
+from mcts_engine.samples.png import encode_png, encode_png_rgb
 
 
 def _noise(w: int, h: int, seed: int = 0) -> Image.Image:

@@ -11,9 +11,7 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.config import ConfigError, MultiTurnConfig, RunConfig, build_run_config, load_recipe
-from mcts_engine.zoom.environment import crop_box, crop_output_size, observation_text, zoom
 from mcts_engine.frame import Frame, capped_frame, capped_size
-from mcts_engine.samples import DownscaleWatch, load_frame
 from mcts_engine.protocol import (
     PROTOCOLS,
     final_turn,
@@ -24,9 +22,10 @@ from mcts_engine.protocol import (
     resolve_system_prompt,
     user_text,
 )
-from mcts_engine.samples import Sample, encode_image
+from mcts_engine.samples import DownscaleWatch, Sample, encode_image, load_frame
 from mcts_engine.tasks import get_task
-from mcts_engine.teachers.base import PromptState, PromptContext, Turn, build_messages
+from mcts_engine.teachers.base import PromptContext, PromptState, Turn, build_messages
+from mcts_engine.zoom.environment import crop_box, crop_output_size, observation_text, zoom
 
 runner = CliRunner()
 
@@ -261,9 +260,9 @@ def test_model_and_none_differ_where_a_template_has_a_default() -> None:
     """Rows as export writes them, rendered by a Qwen2-VL-style chat template (the tiny test model's): ``model``
     gets the template's default system prompt, ``none`` an empty system block, ``@FILE``/task their text."""
     import jinja2
-    from mcts_engine.testing.tiny_model import CHAT_TEMPLATE
 
     from mcts_engine.export.rows import SampleContext as RowContext
+    from mcts_engine.testing.tiny_model import CHAT_TEMPLATE
 
     def render(system: str | None) -> str:
         ctx = RowContext(id="s", task="vstar", system=system, user_text="Q?", images=[], frame=Frame(28, 28, 28, 28),

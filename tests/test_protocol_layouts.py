@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from mcts_engine.samples import Sample, SampleError, load_samples, open_image
-from mcts_engine.tasks import get_task
 from mcts_engine.samples.vigorl import benchmark_of, parse_options
+from mcts_engine.tasks import get_task
 
 
 def released(root: Path, rel: str, rows: list[dict], images: dict[str, tuple[int, int]]) -> Path:

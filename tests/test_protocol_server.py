@@ -13,9 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
-from mcts_engine.zoom.environment import format_tool_call
 from mcts_engine.frame import capped_frame
 from mcts_engine.testing.stub_server import StubServer, image_size
+from mcts_engine.zoom.environment import format_tool_call
 
 runner = CliRunner()
 OBS = "<observation>\nLook at ({x}, {y}) here:<image>\n</observation>"

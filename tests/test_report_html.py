@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from mcts_engine.cli import app
 from mcts_engine.export.report import MARK, build_report, draw_points, question_type, read_page_data, search_pick
-
 from mcts_engine.testing.synthetic_runs import make_image, make_run, rich_tree
 
 

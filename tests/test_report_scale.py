@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 from mcts_engine.export.report import INLINE_MAX_TREES, build_report, read_page_data
-
 from mcts_engine.testing.synthetic_runs import add_cache, make_image, make_run, rich_tree
 
 N = 10_000

@@ -320,7 +320,8 @@ def test_parquet_directory(img_dir: Path) -> None:
 
 
 def test_datasets_save_to_disk(tmp_path: Path) -> None:
-    from datasets import Dataset, DatasetDict, Features, Image as HFImage, List, Value
+    from datasets import Dataset, DatasetDict, Features, List, Value
+    from datasets import Image as HFImage
 
     feats = Features({
         "images": List(HFImage()),
@@ -348,7 +349,8 @@ def test_datasets_save_to_disk(tmp_path: Path) -> None:
 
 
 def test_datasets_single_image_column_decoded(tmp_path: Path) -> None:
-    from datasets import Dataset, Features, Image as HFImage, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as HFImage
 
     feats = Features({"image": HFImage(), "question": Value("string"), "answer": Value("string")})
     ds = Dataset.from_dict({"image": [{"bytes": png(16, 12), "path": None}], "question": ["q"], "answer": ["x"]}, features=feats)

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 import mcts_engine.tasks as tasks_pkg
-from mcts_engine.samples import Sample, load_samples
-from mcts_engine.samples import vigorl
+from mcts_engine.samples import Sample, load_samples, vigorl
 from mcts_engine.samples.probe import InputProbe
 from mcts_engine.tasks import TASKS, get_task, layout_modules, load_benchmark, task_names
 

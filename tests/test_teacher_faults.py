@@ -10,14 +10,13 @@ import re
 from pathlib import Path
 
 import pytest
+from test_teacher_openai import _ctx
 
 from mcts_engine.config import TeacherConfig
 from mcts_engine.teachers.base import PromptState, TeacherError, Turn
 from mcts_engine.teachers.openai_compat import OpenAITeacher
 from mcts_engine.testing.faults import FAULT_KINDS, FaultPlan, FaultSpec, parse_faults
 from mcts_engine.testing.stub_server import StubServer
-
-from test_teacher_openai import _ctx
 
 ROOT = Path(__file__).resolve().parent.parent
 MIX = "5xx=10%,hang=5%,reset=2%,malformed=5%,429=2%,extra_bytes=2%,interim_1xx=2%,cut_chunked=2%"

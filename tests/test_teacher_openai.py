@@ -15,7 +15,7 @@ from mcts_engine.grounding import parse_step
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.tasks.base import FORCE_ANSWER_PROMPT
 from mcts_engine.teachers import make_teacher
-from mcts_engine.teachers.base import PromptState, PromptContext, TeacherError, TeacherUnavailable, Turn, build_messages
+from mcts_engine.teachers.base import PromptContext, PromptState, TeacherError, TeacherUnavailable, Turn, build_messages
 from mcts_engine.teachers.openai_compat import HEAD_CACHE_KEY, OpenAITeacher, split_tokens
 from mcts_engine.testing.refused_port import refused_url
 from mcts_engine.testing.stub_server import StubServer, finish_text, image_size, read_prompt, scripted_reply

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_teacher_openai import _ctx
 from typer.testing import CliRunner
 
 from mcts_engine.cli import app
@@ -22,8 +23,6 @@ from mcts_engine.teachers.openai_compat import OpenAITeacher
 from mcts_engine.teachers.urls import public_url, public_urls, split_credentials
 from mcts_engine.testing.refused_port import refused_url
 from mcts_engine.testing.stub_server import StubServer
-
-from test_teacher_openai import _ctx
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr%40t"  # percent-encoded "s3cr@t"

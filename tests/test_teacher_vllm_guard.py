@@ -16,7 +16,7 @@ from mcts_engine.config import TeacherConfig
 from mcts_engine.grounding import parse_step
 from mcts_engine.samples import Sample, encode_image
 from mcts_engine.teachers import make_teacher
-from mcts_engine.teachers.base import PromptState, PromptContext, TeacherUnavailable, Turn
+from mcts_engine.teachers.base import PromptContext, PromptState, TeacherUnavailable, Turn
 from mcts_engine.teachers.vllm_local import INSTALL_HINT
 
 

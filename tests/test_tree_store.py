@@ -14,9 +14,21 @@ import pytest
 
 from mcts_engine.frame import Frame
 from mcts_engine.search.tree import Node, Tree
+from mcts_engine.store import (
+    CONFIG,
+    FAILURES,
+    INFLIGHT,
+    LOCK,
+    STATS,
+    TREES,
+    DuplicateSample,
+    RunError,
+    RunLock,
+    RunLocked,
+    RunStore,
+    StoreWriteError,
+)
 from mcts_engine.store import files as runfiles
-from mcts_engine.store import (CONFIG, FAILURES, INFLIGHT, LOCK, STATS, TREES, DuplicateSample, RunError, RunLock,
-                               RunLocked, RunStore, StoreWriteError)
 
 FRAME = Frame(width=644, height=476, orig_width=640, orig_height=480)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import typer
 
-from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 from ..teachers.urls import public_urls
+from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 
 
 def eval(  # noqa: A001 - the command's name

@@ -9,7 +9,6 @@ Light at import time: the exporter (pyarrow, datasets, PIL) is imported inside t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,17 +22,17 @@ def export(
     flavor: str = typer.Option(
         "trl", "--flavor", help="trl (all kinds) | verl (grpo) | easyr1 (grpo) | llamafactory (sft, dpo)."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN/export/FLAVOR)."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of samples in *_val files (recipe default 0.05)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the train/val split (recipe default 0)."),
-    strategy: Optional[str] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", help="Output directory (default: RUN/export/FLAVOR)."),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Share of samples in *_val files (recipe default 0.05)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the train/val split (recipe default 0)."),
+    strategy: str | None = typer.Option(
         None, "--strategy", help="SFT chains: comma-separated best,all_correct,backtrack (default all_correct,backtrack)."
     ),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Take the export: section from this recipe YAML."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="Write rows in a released model's protocol (vigorl): system message, first turn, observations and crops (docs/protocols.md)."),
+    recipe: Path | None = typer.Option(None, "--recipe", help="Take the export: section from this recipe YAML."),
+    protocol: str | None = typer.Option(None, "--protocol", help="Write rows in a released model's protocol (vigorl): system message, first turn, observations and crops (docs/protocols.md)."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set export.max_chains_per_sample=12 or --set system_prompt=model."),
-    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Where relative image paths resolve."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Export only the first N trees (N ≥ 1)."),
+    image_root: Path | None = typer.Option(None, "--image-root", help="Where relative image paths resolve."),
+    limit: int | None = typer.Option(None, "--limit", help="Export only the first N trees (N ≥ 1)."),
     allow_outside_root: bool = typer.Option(
         False, "--allow-outside-root",
         help="Read source images outside their image root (rescale_to_original, runs without cached frames); see docs/input-data.md.",
@@ -47,9 +46,9 @@ def export(
     """Linearize search trees into training data (TRL, verl, EasyR1, LLaMA-Factory)."""
     from ..config import ConfigError
     from ..export.config import FLAVORS, KINDS, MODES, ExportError, kinds_for, resolve_export_config, resolve_mode
-    from ..export.run import export_run
-    from ..export.protocol_rows import protocol_settings, split_overrides
     from ..export.console import detail_lines, next_train_hint, size_line
+    from ..export.protocol_rows import protocol_settings, split_overrides
+    from ..export.run import export_run
     from ..store import RunError, RunStore
 
     if flavor not in FLAVORS:

@@ -12,8 +12,8 @@ from typing import Any
 
 import typer
 
-from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 from ..teachers.urls import public_urls
+from . import backend_missing, choose_teacher, fail, recipe_teacher_kind
 
 
 def generate(
@@ -43,8 +43,8 @@ def generate(
     from ..config import ConfigError, build_run_config, load_recipe
     from ..generate import Aborted, Interrupted, default_data, run_generate
     from ..planning import all_done, dump_config, finished_here
-    from ..protocol import inline_texts, load_with_protocol
     from ..progress import count_samples, resume_line
+    from ..protocol import inline_texts, load_with_protocol
     from ..samples import SampleLoadError
     from ..store import RunError
     from ..tasks import task_names

@@ -4,7 +4,6 @@ type, an index of every tree with filters, and each sample's card rendered when 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,10 +12,10 @@ from . import fail
 
 def report(
     run: Path = typer.Option(..., "--run", help="Run directory (runs/NAME) written by `generate`."),
-    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: RUN/report.html)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="At most N trees in the index and cards (default: all; statistics cover every tree)."),
-    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Where relative image paths resolve."),
-    self_contained: Optional[bool] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: RUN/report.html)."),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="At most N trees in the index and cards (default: all; statistics cover every tree)."),
+    image_root: Path | None = typer.Option(None, "--image-root", help="Where relative image paths resolve."),
+    self_contained: bool | None = typer.Option(
         None, "--self-contained/--linked",
         help="Inline every image (one portable file) or link the run directory's images (small page). Default: inline up to 100 trees, link above.",
     ),

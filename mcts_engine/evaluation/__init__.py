@@ -11,8 +11,19 @@ flags (``commands/eval.py``, ``commands/demo.py``). Only the scoring names are r
 import the teacher stack lazily; import them from their modules).
 """
 
-from .scoring import (EvalSpec, Estimate, Summary, estimate, item_accuracy, macro_estimate, render_markdown, spec_for,
-                      summarize, turn_stats, wilson)
+from .scoring import (
+                      Estimate,
+                      EvalSpec,
+                      Summary,
+                      estimate,
+                      item_accuracy,
+                      macro_estimate,
+                      render_markdown,
+                      spec_for,
+                      summarize,
+                      turn_stats,
+                      wilson,
+)
 
 __all__ = ["EvalSpec", "Estimate", "Summary", "estimate", "item_accuracy", "macro_estimate", "render_markdown",
            "spec_for", "summarize", "turn_stats", "wilson"]

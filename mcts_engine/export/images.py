@@ -21,7 +21,6 @@ from ..samples.png import encode_png
 from ..search.tree import Tree
 from .items import MultiTurnChain
 
-
 # Teacher frame defaults (config.TeacherConfig) for a run whose config.json lacks them.
 DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 DEFAULT_MIN_PIXELS = 56 * 56

@@ -106,8 +106,8 @@ def recut_chains(chains: list[Any], frame_image: Any, env: dict[str, Any], encod
     keyed by each new observation's ``image.file`` (``protocol:<n>``), as ``export.rows.mt_sft_row`` reads it."""
     from dataclasses import replace
 
-    from ..zoom.environment import observation_text, zoom
     from ..protocol import observation_template
+    from ..zoom.environment import observation_text, zoom
 
     cfg = from_dict(MultiTurnConfig, {k: v for k, v in env.items() if k in MultiTurnConfig.__dataclass_fields__}, "multiturn")
     template = observation_template(cfg)

@@ -59,8 +59,16 @@ from ..search.tree import Tree
 from ..store import RunStore
 from .config import FLAVORS, FORMATS, MODES, SPLITS, ExportConfig, ExportError, check_kinds, multiturn_settings, resolve_mode
 from .images import (
-    DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageBlob, crop_images, encode, frame_image, image_keys, image_root_for,
-    run_inputs, sample_images,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    ImageBlob,
+    crop_images,
+    encode,
+    frame_image,
+    image_keys,
+    image_root_for,
+    run_inputs,
+    sample_images,
 )
 from .linearize import Linearizer
 from .protocol_rows import changes_observations, env_settings, first_user_text, recut_chains, system_message
@@ -301,7 +309,7 @@ def export_run(
     finally:
         for sink in sinks.values():
             sink.close()
-    for (kind, split), sink in sinks.items():
+    for sink in sinks.values():
         result.rows[Path(sink.path).name] = sink.rows
     _write_extras(out_dir, flavor, fmt, kinds, split_names, sinks)
     result.seconds = round(time.perf_counter() - t0, 3)

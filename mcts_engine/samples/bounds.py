@@ -22,7 +22,7 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 from PIL import Image
 
@@ -49,7 +49,7 @@ def confine(src: str, root: str | Path | None, allow_outside: bool = False, what
     return path
 
 
-ImageInput = Union[Path, bytes, bytearray]
+ImageInput = Path | bytes | bytearray
 
 
 def open_bounded(src: ImageInput | IO[bytes], max_pixels: int, where: str) -> Image.Image:

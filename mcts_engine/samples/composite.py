@@ -18,7 +18,6 @@ from .images import open_image
 from .png import encode_png
 from .types import ImageSource, Sample, SampleError
 
-
 GAP = 16  # gray bar between side-by-side panels, pixels
 
 

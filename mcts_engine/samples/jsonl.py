@@ -24,7 +24,6 @@ from .bounds import DEFAULT_INPUTS, decode_json_line, iter_lines
 from .options import split_options
 from .types import Sample, SampleError
 
-
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
 
 

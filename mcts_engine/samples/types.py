@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-
-ImageSource = Union[str, bytes]
+ImageSource = str | bytes
 
 
 @dataclass

@@ -11,8 +11,23 @@ Not here: what a tree is (``search.tree``), rebuilding a search from a checkpoin
 run for export or the report (``export``). docs/run-directory.md describes the files.
 """
 
-from .run import (CONFIG, FAILURES, INFLIGHT, LOCK, STATS, TREES, DuplicateSample, InflightLog, RunError, RunLock,
-                  RunLocked, RunStore, StoreWriteError, check_run_dir, save_image)
+from .run import (
+                  CONFIG,
+                  FAILURES,
+                  INFLIGHT,
+                  LOCK,
+                  STATS,
+                  TREES,
+                  DuplicateSample,
+                  InflightLog,
+                  RunError,
+                  RunLock,
+                  RunLocked,
+                  RunStore,
+                  StoreWriteError,
+                  check_run_dir,
+                  save_image,
+)
 
 __all__ = ["RunStore", "InflightLog", "RunLock", "RunError", "RunLocked", "StoreWriteError", "DuplicateSample",
            "check_run_dir", "save_image", "CONFIG", "TREES", "FAILURES", "STATS", "INFLIGHT", "LOCK"]

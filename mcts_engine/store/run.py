@@ -28,9 +28,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import (LOCK, DuplicateSample, RunError, RunLock, RunLocked, StoreWriteError, append_lines,
-                       atomic_write, decode_line, iter_jsonl, json_line, repair_tail, check_run_dir)
 from ..search.tree import Tree
+from .files import (
+    LOCK,
+    DuplicateSample,
+    RunError,
+    RunLock,
+    RunLocked,
+    StoreWriteError,
+    append_lines,
+    atomic_write,
+    check_run_dir,
+    decode_line,
+    iter_jsonl,
+    json_line,
+    repair_tail,
+)
 
 if TYPE_CHECKING:
     from ..samples import EncodedImage

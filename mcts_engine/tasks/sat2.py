@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..config import InputConfig
 from ..evaluation.scoring import EvalSpec
 from ..frame import Frame
-from ..config import InputConfig
 from ..samples import Sample, SampleError, split_options
 from ..samples.composite import composed
 from ..samples.parquet import iter_table, table_rows

@@ -25,8 +25,8 @@ import random
 from typing import Any
 
 from ..config import TeacherConfig
-from ..zoom.environment import format_tool_call
 from ..grounding import format_answer, format_chain, format_step, parse_step
+from ..zoom.environment import format_tool_call
 from .base import Continuation, PromptState, TeacherReply, Turn
 
 _TEMPLATES = (

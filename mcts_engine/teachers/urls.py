@@ -49,7 +49,7 @@ def parse_base_urls(base_url: str) -> list[str]:
     for u in urls:
         parts = urlsplit(u)
         try:
-            parts.port
+            _ = parts.port  # raises ValueError when the port is not a number
         except ValueError:
             raise ValueError(f"teacher.base_url {public_url(u)!r}: the port is not a number") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -28,8 +28,7 @@ from typing import Any
 
 from ..config import TeacherConfig
 from ..grounding import STEP_STOPS
-from .base import Continuation, PromptState, TeacherError, TeacherReply, TeacherUnavailable, build_messages
-from .base import stop_sequences
+from .base import Continuation, PromptState, TeacherError, TeacherReply, TeacherUnavailable, build_messages, stop_sequences
 from .openai_compat import assemble_text
 
 INSTALL_HINT = (

@@ -36,12 +36,13 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 
-from .prompt_view import PromptView, image_size, read_prompt  # noqa: F401 - image_size: re-exported
 from .faults import FAULT_KINDS, MALFORMED_KINDS, WIRE_KINDS, FaultPlan, FaultSpec, parse_faults, reset, spoil, wire_bytes
+from .prompt_view import PromptView, image_size, read_prompt  # noqa: F401 - image_size: re-exported
 
 
 @dataclass

@@ -214,8 +214,8 @@ def tool_turn(point: tuple[int, int], note: str = "The cup") -> str:
 
 def observation_user(point: tuple[int, int]) -> dict[str, Any]:
     """The observation user turn as the exporter writes it (text, image part, text)."""
-    from mcts_engine.zoom.environment import observation_text
     from mcts_engine.export.rows import observation_parts
+    from mcts_engine.zoom.environment import observation_text
 
     return {"role": "user", "content": observation_parts(observation_text(point))}
 

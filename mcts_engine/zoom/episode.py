@@ -38,12 +38,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import MultiTurnConfig
-from .environment import MULTITURN_STOPS, check_tool_step
 from ..frame import Frame
 from ..grounding import Point, parse_step
 from ..protocol import final_turn
+from ..teachers.base import Continuation, PromptContext, PromptState, StepObservation, Teacher, Turn, observes_inline
+from .environment import MULTITURN_STOPS, check_tool_step
 from .observer import make_observer
-from ..teachers.base import Continuation, StepObservation, PromptState, PromptContext, Teacher, Turn, observes_inline
 
 Observer = Callable[[Point], tuple[StepObservation, dict[str, Any]]]
 TurnCallback = Callable[[int, int, "EpisodeTurn"], None]
@@ -227,7 +227,7 @@ async def run_episode(
             if not live:
                 break
 
-            async def one(i: int) -> None:
+            async def one(i: int, index: int = index, forced: bool = forced) -> None:
                 conts = await ask(i, forced, 1)
                 if conts:
                     await advance(i, index, conts[0], forced)

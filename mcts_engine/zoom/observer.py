@@ -15,7 +15,7 @@ from ..grounding import Point
 from ..protocol import observation_template
 from ..samples import encode_image
 from ..store import save_image
-from ..teachers.base import StepObservation, PromptContext
+from ..teachers.base import PromptContext, StepObservation
 from .environment import observation_text, zoom
 
 
