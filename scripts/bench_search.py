@@ -58,15 +58,22 @@ SETTINGS: dict[str, list[str]] = {
 
 
 def make_samples(n: int, workdir: Path) -> Path:
-    """The bundled SAT-2 samples repeated to ``n`` under fresh ids (absolute image paths)."""
+    """The bundled SAT-2 samples repeated to ``n`` under fresh ids; their images are copied next to the
+    file (an engine that keeps images inside the data file's folder reads them as any engine does)."""
+    import shutil
+
     src = ROOT / "data" / "sat2_sample" / "samples.jsonl"
     base = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
     out = workdir / "samples.jsonl"
+    (workdir / "images").mkdir(exist_ok=True)
     with out.open("w") as fh:
         for i in range(n):
             rec = dict(base[i % len(base)])
             rec["id"] = f"{rec['id']}-r{i // len(base)}"
-            rec["image"] = str((src.parent / rec["image"]).resolve())
+            image = workdir / "images" / Path(rec["image"]).name
+            if not image.exists():
+                shutil.copyfile(src.parent / rec["image"], image)
+            rec["image"] = f"images/{image.name}"
             fh.write(json.dumps(rec) + "\n")
     return out
 
