@@ -115,6 +115,14 @@ class SearchConfig:
     rollout_depth: int = 0  # steps a rollout may take before its answer is forced; 0 = up to max_depth
     adaptive_rollouts: bool = False  # a new child under a node whose Q is below the root's gets one rollout
     max_consecutive_errors: int = 3  # failed requests in a row that end a tree early (it keeps what it found)
+    # progressive widening (docs/search.md): a node may hold k(N) = max(children, ceil(widen_c*N^widen_alpha))
+    # distinct children, at most max(children, max_children); it is fully expanded (the solver may close it)
+    # at that cap or after expand_asks requests that brought no new distinct child
+    max_children: int = 0  # 0 = children (no widening)
+    widen_c: float = 1.0
+    widen_alpha: float = 0.0
+    expand_asks: int = 2
+    answer_probe: bool = False  # a new thought child first gets one forced-answer request (then its rollouts)
 
     def __post_init__(self) -> None:
         checks = {"selection": ("uct", "puct"), "early_stop": ("none", "solved", "enough")}
@@ -127,6 +135,9 @@ class SearchConfig:
             raise ConfigError("search.exploration and search.puct_exploration must be >= 0")
         if self.target_correct < 1:
             raise ConfigError(f"search.target_correct: {self.target_correct} must be >= 1")
+        if self.expand_asks < 1 or self.max_children < 0 or self.widen_alpha < 0 or self.widen_c <= 0:
+            raise ConfigError("search.expand_asks must be >= 1, search.max_children >= 0, "
+                              "search.widen_alpha >= 0 and search.widen_c > 0")
         if self.max_consecutive_errors < 1:
             raise ConfigError(f"search.max_consecutive_errors: {self.max_consecutive_errors} must be >= 1")
 

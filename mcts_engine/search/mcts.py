@@ -85,7 +85,8 @@ def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str 
 def select_path(tree: Tree, cfg: SearchConfig) -> list[Node]:
     """Root → leaf to work on (see :func:`.select.select_path`)."""
     c = cfg.puct_exploration if cfg.selection == "puct" else cfg.exploration
-    return select.select_path(tree, cfg.children, c, cfg.virtual_loss, cfg.selection)
+    return select.select_path(tree, cfg.children, c, cfg.virtual_loss, cfg.selection,
+                              cfg.max_children, cfg.widen_c, cfg.widen_alpha)
 
 
 def min_distance(tree: Tree, fraction: float) -> float:
@@ -352,19 +353,25 @@ class TreeSearch:
             backup(self.tree, leaf, 0.0)
             return
         forced = self._forced(leaf)
-        want = self.cfg.children - len(leaf.children)
+        cfg = self.cfg
+        cap = max(cfg.children, cfg.max_children)
         before = set(leaf.children)
-        if want > 0:
+        if not leaf.expanded:
+            # k(N) − children it holds; at least one when every child it holds is closed (ask again)
+            limit = select.child_limit(leaf, cfg.children, cfg.max_children, cfg.widen_c, cfg.widen_alpha)
+            want = min(cap - len(leaf.children), max(1, limit - len(leaf.children)))
             done = self._expanding[leaf.id] = asyncio.Event()
             try:
                 conts = await self._ask(leaf, want, forced)  # a TeacherError leaves the leaf unexpanded
                 for c in conts:
                     await self._attach(leaf, c, "expand", forced)
-                leaf.expanded = True
+                if not set(leaf.children) - before:
+                    leaf.fruitless += 1  # nothing new: every continuation merged or was rejected
+                if len(leaf.children) >= cap or leaf.fruitless >= cfg.expand_asks:
+                    leaf.expanded = True  # fully expanded: the solver may close it
             finally:
                 del self._expanding[leaf.id]
                 done.set()
-        leaf.expanded = True
         refresh_closed(self.tree, leaf)
         new = [self.tree.nodes[c] for c in leaf.children if c not in before]
         if not leaf.children:
@@ -394,7 +401,23 @@ class TreeSearch:
         depth = self.cfg.rollout_depth
         return self._forced(node) or (depth > 0 and node.depth - start.depth + 1 >= depth)
 
+    async def _probe(self, child: Node) -> None:
+        """``answer_probe``: one forced-answer request at a new thought child (its path's answer now)."""
+        try:
+            conts = await self._ask(child, 1, True)
+        except TeacherError:
+            return
+        node = await self._attach(child, conts[0], "rollout", True) if conts else None
+        if node is not None and node.terminal:
+            backup(self.tree, node, node.reward or 0.0)
+
     async def _rollouts(self, child: Node) -> None:
+        if self.cfg.answer_probe and not self._forced(child):
+            child.pending += 1
+            try:
+                await self._probe(child)
+            finally:
+                child.pending -= 1
         k = self._rollout_count(child)
         if k <= 0:
             return

@@ -50,6 +50,7 @@ class Node:
     pending: int = 0  # simulations in flight through this node (virtual loss; not serialized)
     closed: bool = False  # MCTS-Solver: nothing left to learn below (not serialized; see search.select)
     exact: float | None = None  # a closed node's exact value (not serialized)
+    fruitless: int = 0  # expansion requests that added no new distinct child (not serialized; search.select)
 
     @property
     def terminal(self) -> bool:
