@@ -107,6 +107,7 @@ class SearchConfig:
     # log-probs (generate asks for them; uniform when the server gives none); uct = the reference's rule above
     selection: str = "puct"
     puct_exploration: float = 1.0  # c_puct (exploration is UCT's c)
+    prior_temperature: float = 1.0  # PUCT priors = softmax(mean token log-prob / prior_temperature)
     target_correct: int = 4  # early_stop=enough: distinct verified-correct paths a tree needs
     # a step within this distance (fraction of the frame's diagonal) of a point on its path is a repeat;
     # a sibling step within it of another sibling merges into it; 0 = only exact repeats
@@ -135,6 +136,8 @@ class SearchConfig:
             raise ConfigError("search.exploration and search.puct_exploration must be >= 0")
         if self.target_correct < 1:
             raise ConfigError(f"search.target_correct: {self.target_correct} must be >= 1")
+        if self.prior_temperature <= 0:
+            raise ConfigError(f"search.prior_temperature: {self.prior_temperature} must be > 0")
         if self.expand_asks < 1 or self.max_children < 0 or self.widen_alpha < 0 or self.widen_c <= 0:
             raise ConfigError("search.expand_asks must be >= 1, search.max_children >= 0, "
                               "search.widen_alpha >= 0 and search.widen_c > 0")

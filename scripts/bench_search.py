@@ -49,6 +49,12 @@ SETTINGS: dict[str, list[str]] = {
     "adaptive": ["search.adaptive_rollouts=true"],
     "after-solved-1": ["search.rollouts_after_solved=1"],
     "exact-repeats": ["search.min_point_distance=0"],
+    "sequential": ["search.parallel_simulations=1"],
+    "widen": ["search.widen_alpha=0.5", "search.widen_c=2", "search.max_children=6", "search.simulations=16",
+              "search.parallel_simulations=1"],
+    "probe": ["search.answer_probe=true"],
+    "prior-t0.1": ["search.prior_temperature=0.1"],
+    "children5": ["search.children=5"],
 }
 
 

@@ -85,3 +85,30 @@ def test_widening_config_is_checked() -> None:
         SearchConfig(expand_asks=0)
     with pytest.raises(ConfigError):
         SearchConfig(widen_alpha=-1)
+
+
+def test_widening_descends_a_little_visited_rollout_chain_and_asks_a_fresh_node_for_children() -> None:
+    t = Tree(sample_id="s", task="sat2", frame=FRAME)
+    t.root.expanded = True
+    a = t.add(t.root, kind="think", point=(10, 10), source="rollout")
+    b = t.add(a, kind="think", point=(60, 60), source="rollout")
+    t.root.visits, a.visits, b.visits = 1, 1, 1
+    assert child_limit(a, 3, max_children=6, widen_c=1.0, widen_alpha=0.5) == 1  # ceil(1 * 1^0.5)
+    assert child_limit(b, 3, max_children=6, widen_c=1.0, widen_alpha=0.5) == 3  # fresh: `children`
+    assert [n.id for n in select_path(t, 3, 1.0, 1.0, "puct", max_children=6, widen_alpha=0.5)] == [0, a.id, b.id]
+    # without widening the chain's first node (one child of three) is expanded first
+    assert [n.id for n in select_path(t, 3, 1.0, 1.0, "puct")] == [0, a.id]
+
+
+def test_prior_temperature_sharpens_the_softmax() -> None:
+    from mcts_engine.search.select import priors
+
+    t = Tree(sample_id="s", task="sat2", frame=FRAME)
+    a = t.add(t.root, kind="think", point=(1, 1), logprob=-6.0, completion_tokens=10)  # mean -0.6
+    b = t.add(t.root, kind="think", point=(2, 2), logprob=-9.0, completion_tokens=10)  # mean -0.9
+    import math
+
+    assert priors([a, b])[0][0] / priors([a, b])[0][1] == pytest.approx(math.exp(0.3))
+    assert priors([a, b], 0.1)[0][0] / priors([a, b], 0.1)[0][1] == pytest.approx(math.exp(3.0))
+    with pytest.raises(ConfigError):
+        SearchConfig(prior_temperature=0)

@@ -86,7 +86,7 @@ def select_path(tree: Tree, cfg: SearchConfig) -> list[Node]:
     """Root → leaf to work on (see :func:`.select.select_path`)."""
     c = cfg.puct_exploration if cfg.selection == "puct" else cfg.exploration
     return select.select_path(tree, cfg.children, c, cfg.virtual_loss, cfg.selection,
-                              cfg.max_children, cfg.widen_c, cfg.widen_alpha)
+                              cfg.max_children, cfg.widen_c, cfg.widen_alpha, cfg.prior_temperature)
 
 
 def min_distance(tree: Tree, fraction: float) -> float:

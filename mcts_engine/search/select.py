@@ -79,8 +79,9 @@ def normalized_logprob(node: Node) -> float | None:
     return node.logprob / max(1, node.completion_tokens)
 
 
-def priors(siblings: Sequence[Node]) -> tuple[list[float], bool]:
-    """Softmax of the siblings' length-normalized log-probs; ``(uniform, False)`` when any is missing."""
+def priors(siblings: Sequence[Node], temperature: float = 1.0) -> tuple[list[float], bool]:
+    """Softmax of the siblings' length-normalized log-probs divided by ``temperature``; ``(uniform,
+    False)`` when any is missing."""
     k = len(siblings)
     if k == 0:
         return [], True
@@ -88,7 +89,7 @@ def priors(siblings: Sequence[Node]) -> tuple[list[float], bool]:
     if any(v is None for v in values):
         return [1.0 / k] * k, False
     top = max(values)  # type: ignore[type-var]
-    exps = [math.exp(v - top) for v in values]  # type: ignore[operator]
+    exps = [math.exp((v - top) / temperature) for v in values]  # type: ignore[operator]
     total = sum(exps)
     return [e / total for e in exps], True
 
@@ -97,11 +98,12 @@ def open_children(tree: Tree, node: Node) -> list[Node]:
     return [tree.nodes[c] for c in node.children if not tree.nodes[c].closed]
 
 
-def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str = "uct") -> Node | None:
+def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str = "uct",
+               prior_temperature: float = 1.0) -> Node | None:
     """Argmax of the rule's score over the node's OPEN children (None if all are closed); ties go to
     the older child (deterministic). PUCT priors are computed over all siblings (closed ones too)."""
     kids = [tree.nodes[cid] for cid in node.children]
-    ps = priors(kids)[0] if rule == "puct" else [0.0] * len(kids)
+    ps = priors(kids, prior_temperature)[0] if rule == "puct" else [0.0] * len(kids)
     best, best_score = None, -math.inf
     for child, p in zip(kids, ps):
         if child.closed:
@@ -115,9 +117,11 @@ def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str 
 def child_limit(node: Node, children: int, max_children: int = 0, widen_c: float = 1.0, widen_alpha: float = 0.0) -> int:
     """k(N): distinct children the node may hold now (progressive widening, see the module doc)."""
     cap = max(children, max_children)
-    if widen_alpha <= 0 or cap <= children:
+    if widen_alpha <= 0:
         return children
-    return min(cap, max(children, math.ceil(widen_c * node.visits ** widen_alpha)))
+    if not node.children:
+        return children  # a fresh node's first request asks for `children`
+    return min(cap, max(1, math.ceil(widen_c * node.visits ** widen_alpha)))
 
 
 def select_path(
@@ -129,6 +133,7 @@ def select_path(
     max_children: int = 0,
     widen_c: float = 1.0,
     widen_alpha: float = 0.0,
+    prior_temperature: float = 1.0,
 ) -> list[Node]:
     """Root → the node to work on, descending only through open children. Stops at a node that is
     not fully expanded and holds fewer than k(N) distinct children (:func:`child_limit`; rollout steps
@@ -148,7 +153,7 @@ def select_path(
                 break
         if not node.children:
             break
-        nxt = best_child(tree, node, c, virtual_loss, rule)
+        nxt = best_child(tree, node, c, virtual_loss, rule, prior_temperature)
         if nxt is None:
             break
         node = nxt
