@@ -5,11 +5,13 @@ One simulation:
    ``search.selection`` (formulas, priors, virtual loss and the MCTS-Solver rules in :mod:`.select`),
    descending only through *open* nodes: a judged answer leaf is closed, and so is a fully expanded
    node whose children are all closed. A closed root ends the search.
-2. **Expand** the leaf: ONE request asks for ``children − len(existing children)`` continuations
-   (rollout steps already under the node count towards its children). At depth ``max_depth − 1`` the
-   request forces a final answer.
+2. **Expand** the leaf: ONE request asks for ``k(N) − len(existing children)`` continuations (at
+   least one; ``k(N)`` is ``children`` unless progressive widening is on, see :mod:`.select`; rollout
+   steps already under the node count towards its children). The node is fully expanded (closable)
+   only at its child cap or after ``expand_asks`` requests that brought nothing new. At depth
+   ``max_depth − 1`` the request forces a final answer.
 3. **Evaluate** each new child: an answer is scored by the task's verifier (no rollout from it); a
-   thought is continued by ``rollouts`` rollouts (``rollouts_after_solved`` once the tree holds a
+   thought first gets one forced-answer request with ``answer_probe``, and is continued by ``rollouts`` rollouts (``rollouts_after_solved`` once the tree holds a
    verified-correct path), the first steps of all rollouts in one request, then one request per
    step, each to a final answer or to a closed node (whose exact value it takes). Every rollout step
    is kept in the tree as a node (``source = "rollout"``).
