@@ -504,7 +504,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "inputs.max_row_bytes": (1, None, False),
     "store.checkpoint_s": (0, None, True),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"search.early_stop": ("none", "solved")}
+_CHOICES: dict[str, tuple[str, ...]] = {"search.early_stop": ("none", "solved", "enough")}
 
 
 def range_text(low: float | None, high: float | None, open_low: bool) -> str:

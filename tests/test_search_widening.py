@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from test_search_mcts import FRAME, ScriptedTeacher, run_search
 
 from mcts_engine.config import ConfigError, SearchConfig
 from mcts_engine.search.select import child_limit, select_path
 from mcts_engine.search.tree import Tree
-
-from test_search_mcts import FRAME, ScriptedTeacher, run_search
 
 
 def three_kids(visits: int) -> Tree:
@@ -73,7 +72,7 @@ def test_answer_probe_asks_each_new_thought_child_for_its_answer_once() -> None:
         return f"<think> s ({10 + 40 * i + 7 * k}, {10 + 3 * len(state.turns)}). </think>"
 
     teacher = ScriptedTeacher(script)
-    tree, search = run_search(teacher, simulations=1, children=2, rollouts=0, answer_probe=True)
+    tree, _ = run_search(teacher, simulations=1, children=2, rollouts=0, answer_probe=True)
     assert [c for c in teacher.calls if c[2]] == [(1, 1, True), (1, 1, True)]  # one forced request per child
     for cid in tree.root.children:
         kid = tree.nodes[cid]

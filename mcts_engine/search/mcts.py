@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -55,9 +54,18 @@ from typing import Any
 from ..config import SearchConfig
 from ..environment import check_tool_step
 from ..grounding import ParsedStep, Point, parse_step
-from ..teachers.base import Continuation, Observation, PromptState, Teacher, TeacherError, Turn, observes_inline
+from ..teachers.base import (
+    Continuation,
+    Observation,
+    PromptState,
+    Teacher,
+    TeacherError,
+    Turn,
+    observes_inline,
+)
 from ..verifiers import Verdict
 from . import select
+from .points import check_step, min_distance, near
 from .select import backup, close_all, open_children, puct, refresh_closed, uct
 from .stopping import early_stop_reached
 from .tree import Node, Tree
@@ -89,46 +97,6 @@ def select_path(tree: Tree, cfg: SearchConfig) -> list[Node]:
     c = cfg.puct_exploration if cfg.selection == "puct" else cfg.exploration
     return select.select_path(tree, cfg.children, c, cfg.virtual_loss, cfg.selection,
                               cfg.max_children, cfg.widen_c, cfg.widen_alpha, cfg.prior_temperature)
-
-
-def min_distance(tree: Tree, fraction: float) -> float:
-    """``min_point_distance`` in pixels of the tree's frame (a fraction of its diagonal)."""
-    return fraction * math.hypot(tree.frame.width, tree.frame.height)
-
-
-def near(a: Point, b: Point, dist: float) -> bool:
-    """Same point, or within ``dist`` pixels (Euclidean)."""
-    return a == b or math.hypot(a[0] - b[0], a[1] - b[1]) <= dist
-
-
-def check_step(
-    tree: Tree,
-    parent: Node,
-    step: ParsedStep,
-    finish_reason: str,
-    require_point: bool,
-    point: Point | None = None,
-    min_dist: float = 0.0,
-) -> str | None:
-    """Why this response cannot become a child of ``parent`` (None if it can). ``point`` overrides the
-    thought's own point (multi-turn: the tool call's coordinate is the step's point); ``min_dist`` is
-    the repeat radius in pixels (0: only an exact repeat)."""
-    if step.kind == "invalid":
-        return "truncated" if finish_reason == "length" else "invalid"
-    if step.kind == "answer":
-        return None
-    if finish_reason == "length":
-        return "truncated"
-    point = point if point is not None else step.point
-    if point is None:
-        return "no_point" if require_point else None
-    if not tree.frame.contains(point):
-        return "out_of_frame"
-    seen = tree.path_points(parent) + ([parent.point] if parent.point is not None else [])
-    for p in seen:
-        if near(point, p, min_dist):
-            return "repeated_point" if p == point else f"repeated_point: ({point[0]}, {point[1]}) is near ({p[0]}, {p[1]})"
-    return None
 
 
 # --------------------------------------------------------------------------------------------

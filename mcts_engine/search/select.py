@@ -148,9 +148,8 @@ def select_path(
         if not node.expanded and len(node.children) >= cap:
             node.expanded = True
             refresh_closed(tree, node)
-        if not node.expanded:
-            if len(node.children) < child_limit(node, children, max_children, widen_c, widen_alpha):
-                break
+        if not node.expanded and len(node.children) < child_limit(node, children, max_children, widen_c, widen_alpha):
+            break
         if not node.children:
             break
         nxt = best_child(tree, node, c, virtual_loss, rule, prior_temperature)
