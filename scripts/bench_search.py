@@ -55,6 +55,10 @@ SETTINGS: dict[str, list[str]] = {
     "probe": ["search.answer_probe=true"],
     "prior-t0.1": ["search.prior_temperature=0.1"],
     "children5": ["search.children=5"],
+    "widen-c3": ["search.widen_alpha=0.5", "search.widen_c=3", "search.max_children=8", "search.simulations=16",
+                 "search.parallel_simulations=1"],
+    "widen-c3-s24": ["search.widen_alpha=0.5", "search.widen_c=3", "search.max_children=8", "search.simulations=24",
+                     "search.parallel_simulations=1"],
 }
 
 
