@@ -105,6 +105,7 @@ class SearchConfig:
     # log-probs (generate asks for them; uniform when the server gives none); uct = the reference's rule above
     selection: SelectionRule = "puct"
     puct_exploration: float = 1.0  # c_puct (exploration is UCT's c)
+    prior_temperature: float = 1.0  # PUCT priors = softmax(mean token log-prob / prior_temperature)
     target_correct: int = 4  # early_stop=enough: distinct verified-correct paths a tree needs
     # a step within this distance (fraction of the frame's diagonal) of a point on its path is a repeat;
     # a sibling step within it of another sibling merges into it; 0 = only exact repeats
@@ -113,6 +114,14 @@ class SearchConfig:
     rollout_depth: int = 0  # steps a rollout may take before its answer is forced; 0 = up to max_depth
     adaptive_rollouts: bool = False  # a new child under a node whose Q is below the root's gets one rollout
     max_consecutive_errors: int = 3  # failed requests in a row that end a tree early (it keeps what it found)
+    # progressive widening (docs/search.md): a node may hold k(N) = max(children, ceil(widen_c*N^widen_alpha))
+    # distinct children, at most max(children, max_children); it is fully expanded (the solver may close it)
+    # at that cap or after expand_asks requests that brought no new distinct child
+    max_children: int = 0  # 0 = children (no widening)
+    widen_c: float = 1.0
+    widen_alpha: float = 0.0
+    expand_asks: int = 2
+    answer_probe: bool = False  # a new thought child first gets one forced-answer request (then its rollouts)
 
 
 @dataclass

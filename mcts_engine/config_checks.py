@@ -65,6 +65,11 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "search.target_correct": (1, None, False),
     "search.min_point_distance": (0, 1, False),  # [0, 1): see _OPEN_HIGH
     "search.max_consecutive_errors": (1, None, False),
+    "search.prior_temperature": (0, None, True),
+    "search.max_children": (0, None, False),
+    "search.widen_c": (0, None, True),
+    "search.widen_alpha": (0, None, False),
+    "search.expand_asks": (1, None, False),
     "multiturn.crop_offset": (1, None, False),
     "multiturn.crop_size": (28, None, False),
     "multiturn.dot_radius": (0, None, False),

@@ -49,6 +49,16 @@ SETTINGS: dict[str, list[str]] = {
     "adaptive": ["search.adaptive_rollouts=true"],
     "after-solved-1": ["search.rollouts_after_solved=1"],
     "exact-repeats": ["search.min_point_distance=0"],
+    "sequential": ["search.parallel_simulations=1"],
+    "widen": ["search.widen_alpha=0.5", "search.widen_c=2", "search.max_children=6", "search.simulations=16",
+              "search.parallel_simulations=1"],
+    "probe": ["search.answer_probe=true"],
+    "prior-t0.1": ["search.prior_temperature=0.1"],
+    "children5": ["search.children=5"],
+    "widen-c3": ["search.widen_alpha=0.5", "search.widen_c=3", "search.max_children=8", "search.simulations=16",
+                 "search.parallel_simulations=1"],
+    "widen-c3-s24": ["search.widen_alpha=0.5", "search.widen_c=3", "search.max_children=8", "search.simulations=24",
+                     "search.parallel_simulations=1"],
 }
 
 
@@ -58,15 +68,22 @@ SETTINGS: dict[str, list[str]] = {
 
 
 def make_samples(n: int, workdir: Path) -> Path:
-    """The bundled SAT-2 samples repeated to ``n`` under fresh ids (absolute image paths)."""
+    """The bundled SAT-2 samples repeated to ``n`` under fresh ids; their images are copied next to the
+    file (an engine that keeps images inside the data file's folder reads them as any engine does)."""
+    import shutil
+
     src = ROOT / "mcts_engine" / "sample_data" / "sat2_sample" / "samples.jsonl"
     base = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
     out = workdir / "samples.jsonl"
+    (workdir / "images").mkdir(exist_ok=True)
     with out.open("w") as fh:
         for i in range(n):
             rec = dict(base[i % len(base)])
             rec["id"] = f"{rec['id']}-r{i // len(base)}"
-            rec["image"] = str((src.parent / rec["image"]).resolve())
+            image = workdir / "images" / Path(rec["image"]).name
+            if not image.exists():
+                shutil.copyfile(src.parent / rec["image"], image)
+            rec["image"] = f"images/{image.name}"
             fh.write(json.dumps(rec) + "\n")
     return out
 

@@ -80,7 +80,7 @@ def test_search_keeps_logprobs_on_nodes_and_follows_the_priors() -> None:
                               parallel_simulations=1)
     kids = [tree.nodes[c] for c in tree.root.children]
     assert [k.logprob for k in kids] == [-0.5, -15.0, -15.0]
-    assert kids[0].expanded and not kids[1].expanded  # the second simulation went to the likely step
+    assert kids[0].children and not kids[1].children  # the second simulation went to the likely step
     assert search.counters.priors_missing == 0
     assert Tree.from_dict(tree.to_dict()).nodes[kids[0].id].logprob == -0.5
 

@@ -5,11 +5,13 @@ One simulation:
    ``search.selection`` (formulas, priors, virtual loss and the MCTS-Solver rules in :mod:`.select`),
    descending only through *open* nodes: a judged answer leaf is closed, and so is a fully expanded
    node whose children are all closed. A closed root ends the search.
-2. **Expand** the leaf: ONE request asks for ``children − len(existing children)`` continuations
-   (rollout steps already under the node count towards its children). At depth ``max_depth − 1`` the
-   request forces a final answer.
+2. **Expand** the leaf: ONE request asks for ``k(N) − len(existing children)`` continuations (at
+   least one; ``k(N)`` is ``children`` unless progressive widening is on, see :mod:`.select`; rollout
+   steps already under the node count towards its children). The node is fully expanded (closable)
+   only at its child cap or after ``expand_asks`` requests that brought nothing new. At depth
+   ``max_depth − 1`` the request forces a final answer.
 3. **Evaluate** each new child: an answer is scored by the task's verifier (no rollout from it); a
-   thought is continued by ``rollouts`` rollouts (``rollouts_after_solved`` once the tree holds a
+   thought first gets one forced-answer request with ``answer_probe``, and is continued by ``rollouts`` rollouts (``rollouts_after_solved`` once the tree holds a
    verified-correct path), the first steps of all rollouts in one request, then one request per
    step, each to a final answer or to a closed node (whose exact value it takes). Every rollout step
    is kept in the tree as a node (``source = "rollout"``).
@@ -43,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -56,6 +57,7 @@ from ..grounding import ParsedStep, Point, parse_step
 from ..teachers.base import Continuation, StepObservation, PromptState, Teacher, TeacherError, Turn, observes_inline
 from ..verifiers import Verdict
 from . import select
+from .points import check_step, min_distance, near
 from .select import backup, close_all, open_children, puct, refresh_closed, uct
 from .stopping import early_stop_reached
 from .tree import Node, Tree
@@ -85,47 +87,8 @@ def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str 
 def select_path(tree: Tree, cfg: SearchConfig) -> list[Node]:
     """Root → leaf to work on (see :func:`.select.select_path`)."""
     c = cfg.puct_exploration if cfg.selection == "puct" else cfg.exploration
-    return select.select_path(tree, cfg.children, c, cfg.virtual_loss, cfg.selection)
-
-
-def min_distance(tree: Tree, fraction: float) -> float:
-    """``min_point_distance`` in pixels of the tree's frame (a fraction of its diagonal)."""
-    return fraction * math.hypot(tree.frame.width, tree.frame.height)
-
-
-def near(a: Point, b: Point, dist: float) -> bool:
-    """Same point, or within ``dist`` pixels (Euclidean)."""
-    return a == b or math.hypot(a[0] - b[0], a[1] - b[1]) <= dist
-
-
-def check_step(
-    tree: Tree,
-    parent: Node,
-    step: ParsedStep,
-    finish_reason: str,
-    require_point: bool,
-    point: Point | None = None,
-    min_dist: float = 0.0,
-) -> str | None:
-    """Why this response cannot become a child of ``parent`` (None if it can). ``point`` overrides the
-    thought's own point (multi-turn: the tool call's coordinate is the step's point); ``min_dist`` is
-    the repeat radius in pixels (0: only an exact repeat)."""
-    if step.kind == "invalid":
-        return "truncated" if finish_reason == "length" else "invalid"
-    if step.kind == "answer":
-        return None
-    if finish_reason == "length":
-        return "truncated"
-    point = point if point is not None else step.point
-    if point is None:
-        return "no_point" if require_point else None
-    if not tree.frame.contains(point):
-        return "out_of_frame"
-    seen = tree.path_points(parent) + ([parent.point] if parent.point is not None else [])
-    for p in seen:
-        if near(point, p, min_dist):
-            return "repeated_point" if p == point else f"repeated_point: ({point[0]}, {point[1]}) is near ({p[0]}, {p[1]})"
-    return None
+    return select.select_path(tree, cfg.children, c, cfg.virtual_loss, cfg.selection,
+                              cfg.max_children, cfg.widen_c, cfg.widen_alpha, cfg.prior_temperature)
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,19 +315,25 @@ class TreeSearch:
             backup(self.tree, leaf, 0.0)
             return
         forced = self._forced(leaf)
-        want = self.cfg.children - len(leaf.children)
+        cfg = self.cfg
+        cap = max(cfg.children, cfg.max_children)
         before = set(leaf.children)
-        if want > 0:
+        if not leaf.expanded:
+            # k(N) − children it holds; at least one when every child it holds is closed (ask again)
+            limit = select.child_limit(leaf, cfg.children, cfg.max_children, cfg.widen_c, cfg.widen_alpha)
+            want = min(cap - len(leaf.children), max(1, limit - len(leaf.children)))
             done = self._expanding[leaf.id] = asyncio.Event()
             try:
                 conts = await self._ask(leaf, want, forced)  # a TeacherError leaves the leaf unexpanded
                 for c in conts:
                     await self._attach(leaf, c, "expand", forced)
-                leaf.expanded = True
+                if not set(leaf.children) - before:
+                    leaf.fruitless += 1  # nothing new: every continuation merged or was rejected
+                if len(leaf.children) >= cap or leaf.fruitless >= cfg.expand_asks:
+                    leaf.expanded = True  # fully expanded: the solver may close it
             finally:
                 del self._expanding[leaf.id]
                 done.set()
-        leaf.expanded = True
         refresh_closed(self.tree, leaf)
         new = [self.tree.nodes[c] for c in leaf.children if c not in before]
         if not leaf.children:
@@ -394,7 +363,23 @@ class TreeSearch:
         depth = self.cfg.rollout_depth
         return self._forced(node) or (depth > 0 and node.depth - start.depth + 1 >= depth)
 
+    async def _probe(self, child: Node) -> None:
+        """``answer_probe``: one forced-answer request at a new thought child (its path's answer now)."""
+        try:
+            conts = await self._ask(child, 1, True)
+        except TeacherError:
+            return
+        node = await self._attach(child, conts[0], "rollout", True) if conts else None
+        if node is not None and node.terminal:
+            backup(self.tree, node, node.reward or 0.0)
+
     async def _rollouts(self, child: Node) -> None:
+        if self.cfg.answer_probe and not self._forced(child):
+            child.pending += 1
+            try:
+                await self._probe(child)
+            finally:
+                child.pending -= 1
         k = self._rollout_count(child)
         if k <= 0:
             return

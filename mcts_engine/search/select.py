@@ -22,11 +22,26 @@ value 0 to it, so parallel simulations of one tree spread over different branche
 **MCTS-Solver** (Winands, Björnsson & Saito 2008), for our single-agent setting with rewards in [0, 1]:
 
 - a judged answer leaf is *closed*; its exact value is its verifier score;
-- a thought node is *closed* when it is fully expanded (``expanded``: its expansion request was
-  answered), has at least one child, and every child is closed; its exact value is the best child's
+- a thought node is *closed* when it is fully expanded (``expanded``: see progressive widening
+  below), has at least one child, and every child is closed; its exact value is the best child's
   (``max``: one agent picks its path). An expanded node whose every continuation was rejected is a
   dead end: closed with exact value 0;
 - selection never descends into a closed child; a closed root means the tree has nothing left to learn.
+
+**Progressive widening** (Coulom 2007; Chaslot et al. 2008): a thought node may hold
+
+    k(N) = max(children, ceil(widen_c · N^widen_alpha))   children, N = its visits,
+
+capped at ``max_children`` (0: ``children``, i.e. no widening). Selection stops at a node to widen it
+while it holds fewer than k(N) distinct children; else it descends. Choice: the base of ``children``
+keeps the first expansion as before; ``N^α`` lets nodes that many simulations pass through (high Q,
+under PUCT/UCT) gain new distinct continuations, each a new path below a proven-good prefix. With
+``widen_alpha`` 0 the count stays at ``children``.
+
+A node is *fully expanded* (``expanded``) only when it holds its ``max_children`` distinct children,
+or when ``expand_asks`` of its expansion requests brought no new distinct child (its continuations
+all merge into existing ones or are rejected: nothing new to ask for). A request whose continuations
+merge into fewer distinct children than asked no longer closes the node early: it stays expandable.
 
 Closing is recomputed bottom-up (:func:`refresh_closed`) whenever a node gains a child, finishes its
 expansion or a child closes, and from scratch for a tree loaded from a record (:func:`close_all`), so
@@ -64,8 +79,9 @@ def normalized_logprob(node: Node) -> float | None:
     return node.logprob / max(1, node.completion_tokens)
 
 
-def priors(siblings: Sequence[Node]) -> tuple[list[float], bool]:
-    """Softmax of the siblings' length-normalized log-probs; ``(uniform, False)`` when any is missing."""
+def priors(siblings: Sequence[Node], temperature: float = 1.0) -> tuple[list[float], bool]:
+    """Softmax of the siblings' length-normalized log-probs divided by ``temperature``; ``(uniform,
+    False)`` when any is missing."""
     k = len(siblings)
     if k == 0:
         return [], True
@@ -73,7 +89,7 @@ def priors(siblings: Sequence[Node]) -> tuple[list[float], bool]:
     if any(v is None for v in values):
         return [1.0 / k] * k, False
     top = max(values)  # type: ignore[type-var]
-    exps = [math.exp(v - top) for v in values]  # type: ignore[operator]
+    exps = [math.exp((v - top) / temperature) for v in values]  # type: ignore[operator]
     total = sum(exps)
     return [e / total for e in exps], True
 
@@ -82,11 +98,12 @@ def open_children(tree: Tree, node: Node) -> list[Node]:
     return [tree.nodes[c] for c in node.children if not tree.nodes[c].closed]
 
 
-def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str = "uct") -> Node | None:
+def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str = "uct",
+               prior_temperature: float = 1.0) -> Node | None:
     """Argmax of the rule's score over the node's OPEN children (None if all are closed); ties go to
     the older child (deterministic). PUCT priors are computed over all siblings (closed ones too)."""
     kids = [tree.nodes[cid] for cid in node.children]
-    ps = priors(kids)[0] if rule == "puct" else [0.0] * len(kids)
+    ps = priors(kids, prior_temperature)[0] if rule == "puct" else [0.0] * len(kids)
     best, best_score = None, -math.inf
     for child, p in zip(kids, ps):
         if child.closed:
@@ -97,20 +114,45 @@ def best_child(tree: Tree, node: Node, c: float, virtual_loss: float, rule: str 
     return best
 
 
-def select_path(tree: Tree, children: int, c: float, virtual_loss: float, rule: str = "uct") -> list[Node]:
-    """Root → the node to work on, descending only through open children. A node whose children
-    already fill the ``children`` budget (rollout steps included) counts as expanded. Returns a path
-    ending at an unexpanded node, or at an open node none of whose children is open (all closed
-    while it waits to close itself, which :func:`refresh_closed` does)."""
+def child_limit(node: Node, children: int, max_children: int = 0, widen_c: float = 1.0, widen_alpha: float = 0.0) -> int:
+    """k(N): distinct children the node may hold now (progressive widening, see the module doc)."""
+    cap = max(children, max_children)
+    if widen_alpha <= 0:
+        return children
+    if not node.children:
+        return children  # a fresh node's first request asks for `children`
+    return min(cap, max(1, math.ceil(widen_c * node.visits ** widen_alpha)))
+
+
+def select_path(
+    tree: Tree,
+    children: int,
+    c: float,
+    virtual_loss: float,
+    rule: str = "uct",
+    max_children: int = 0,
+    widen_c: float = 1.0,
+    widen_alpha: float = 0.0,
+    prior_temperature: float = 1.0,
+) -> list[Node]:
+    """Root → the node to work on, descending only through open children. Stops at a node that is
+    not fully expanded and holds fewer than k(N) distinct children (:func:`child_limit`; rollout steps
+    count), or whose children are all closed while it is not fully expanded (it is asked again). A node
+    whose children fill ``max(children, max_children)`` counts as fully expanded. Returns a path ending
+    at a node to expand, or at an open node none of whose children is open (all closed while it waits to
+    close itself, which :func:`refresh_closed` does)."""
+    cap = max(children, max_children)
     node = tree.root
     path = [node]
     while not node.terminal:
-        if not node.expanded and len(node.children) >= children:
+        if not node.expanded and len(node.children) >= cap:
             node.expanded = True
             refresh_closed(tree, node)
-        if not node.expanded or not node.children:
+        if not node.expanded and len(node.children) < child_limit(node, children, max_children, widen_c, widen_alpha):
             break
-        nxt = best_child(tree, node, c, virtual_loss, rule)
+        if not node.children:
+            break
+        nxt = best_child(tree, node, c, virtual_loss, rule, prior_temperature)
         if nxt is None:
             break
         node = nxt

@@ -6,8 +6,10 @@ Invariants:
   rejected it (point outside the frame, repeated point, no grammar), an entry of ``Tree.rejected``.
 - ``visits``/``value_sum`` count completed evaluations below a node (a leaf's verifier score backed up
   along its path); ``Q = value_sum / visits``. Virtual loss lives only in memory (``pending``).
-- A node is ``expanded`` once a search asked for its children; rollout nodes start unexpanded, and
-  their rollout child counts towards the node's ``children`` budget when it is expanded later.
+- A node is ``expanded`` (fully expanded) once it holds its ``children`` (or ``max_children``) distinct
+  children or its requests stopped bringing new ones (``search.select``: merged siblings leave it
+  expandable); rollout nodes start unexpanded, and their rollout child counts towards the node's
+  children when it is expanded later.
 - ``logprob`` is the teacher's log-probability of the step (sum over its tokens), when the server gave
   one (PUCT priors); records written before it existed simply have none.
 - ``closed``/``exact`` (MCTS-Solver, ``search.select``) are derived from the tree and live only in
@@ -51,6 +53,7 @@ class Node:
     pending: int = 0  # simulations in flight through this node (virtual loss; not serialized)
     closed: bool = False  # MCTS-Solver: nothing left to learn below (not serialized; see search.select)
     exact: float | None = None  # a closed node's exact value (not serialized)
+    fruitless: int = 0  # expansion requests that added no new distinct child (not serialized; search.select)
 
     @property
     def terminal(self) -> bool:
