@@ -89,12 +89,12 @@ class TeacherConfig:
 
 @dataclass
 class SearchConfig:
-    simulations: int = 8  # selection→expansion→rollouts→backup rounds per tree
+    simulations: int = 24  # selection→expansion→rollouts→backup rounds per tree (docs/search.md: the yield benchmark)
     children: int = 3  # continuations asked per expansion (one request, n=children)
     rollouts: int = 2  # rollouts per new child, continued to a final answer
     max_depth: int = 10  # steps on a path; at the last one the answer is forced
     exploration: float = 2.0  # UCT c in Q + c*sqrt(ln(N_parent+1)/(N_child+1))
-    parallel_simulations: int = 2  # simulations in flight per tree (virtual loss keeps them apart)
+    parallel_simulations: int = 1  # simulations in flight per tree (virtual loss keeps them apart)
     virtual_loss: float = 1.0  # pending visits added (with zero value) while a simulation is in flight
     trees_in_flight: int = 0  # 0 = derived from teacher.concurrency
     max_calls: int = 200  # teacher requests per sample (budget)
@@ -117,9 +117,9 @@ class SearchConfig:
     # progressive widening (docs/search.md): a node may hold k(N) = max(children, ceil(widen_c*N^widen_alpha))
     # distinct children, at most max(children, max_children); it is fully expanded (the solver may close it)
     # at that cap or after expand_asks requests that brought no new distinct child
-    max_children: int = 0  # 0 = children (no widening)
-    widen_c: float = 1.0
-    widen_alpha: float = 0.0
+    max_children: int = 8  # 0 = children (no widening)
+    widen_c: float = 3.0
+    widen_alpha: float = 0.5
     expand_asks: int = 2
     answer_probe: bool = False  # a new thought child first gets one forced-answer request (then its rollouts)
 

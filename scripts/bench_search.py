@@ -41,7 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name -> --set overrides on top of the sat2 recipe (the new engine)
 SETTINGS: dict[str, list[str]] = {
-    "default": [],  # this engine's defaults: PUCT (c_puct 1), solver, near-duplicate points, early_stop none
+    "default": [],  # this engine's defaults: PUCT, solver, near-duplicate points, widening, 24 simulations one at a time
+    # the first pass's defaults: the reference's budget (8 simulations, 2 in flight), no widening
+    "budget8": ["search.simulations=8", "search.parallel_simulations=2", "search.max_children=0", "search.widen_alpha=0"],
     "uct": ["search.selection=uct"],  # the reference's UCT (c 2) with the solver and the point rules
     "solved": ["search.early_stop=solved"],
     "enough": ["search.early_stop=enough"],

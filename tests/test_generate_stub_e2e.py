@@ -96,7 +96,9 @@ def config(url: str, *overrides: str):
     return build_run_config(load_recipe(None, "sat2"), [
         "teacher.kind=openai", f"teacher.base_url={url}", "teacher.model=stub-model", "teacher.timeout_s=20",
         f"search.children={CHILDREN}", f"search.rollouts={ROLLOUTS}", "search.max_depth=3",
-        "search.min_point_distance=0", "search.selection=uct", *overrides,
+        "search.min_point_distance=0", "search.selection=uct",
+        "search.widen_alpha=0", "search.max_children=0",  # no widening: an expansion asks children − existing
+        *overrides,
     ], seed=0)
 
 

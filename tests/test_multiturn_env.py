@@ -153,7 +153,7 @@ def test_multiturn_recipes_extend_their_task_recipe():
         cfg = build_run_config(rec, [])
         assert cfg.multiturn.enabled and (cfg.multiturn.crop_offset, cfg.multiturn.crop_size, cfg.multiturn.draw_dot) == (offset, size, dot)
         assert cfg.teacher.max_pixels == base["teacher"]["max_pixels"]  # inherited
-        assert cfg.search.children == base["search"]["children"]
+        assert cfg.search.children == build_run_config(base, []).search.children  # inherited
         assert cfg.search.max_depth == 6  # overridden
 
 

@@ -174,7 +174,7 @@ def test_exact_visit_and_value_trace_of_three_simulations():
     ctx = make_ctx()
     tree = Tree(sample_id="s1", task="sat2", frame=FRAME)
     cfg = SearchConfig(selection="uct", exploration=1.0, children=2, rollouts=1, max_depth=3, parallel_simulations=1,
-                       simulations=3, min_point_distance=0.0)
+                       simulations=3, min_point_distance=0.0, max_children=0, widen_alpha=0.0)  # no widening
     search = TreeSearch(tree, PromptState(ctx), teacher, cfg, lambda a: ctx.task.verify(a, ctx.truth))
 
     async def go():

@@ -70,8 +70,12 @@ def distinct_steps(state: PromptState, i: int, k: int) -> str:
 
 
 def run_search(teacher, **cfg) -> tuple[Tree, TreeSearch]:
-    """These scripts write points a few pixels apart: only exact repeats count unless a test says so."""
+    """These scripts write points a few pixels apart: only exact repeats count unless a test says so. The
+    scripted expectations are written for the reference's budget shape (8 simulations, 2 in flight, a fixed
+    number of children): progressive widening is off unless a test turns it on (tests/test_search_widening.py)."""
     cfg.setdefault("min_point_distance", 0.0)
+    for key, value in (("simulations", 8), ("parallel_simulations", 2), ("max_children", 0), ("widen_alpha", 0.0)):
+        cfg.setdefault(key, value)
     ctx = make_ctx()
     tree = Tree(sample_id="s1", task="sat2", frame=FRAME)
     task = ctx.task
@@ -104,7 +108,7 @@ def test_uct_matches_reference_formula_and_virtual_loss_lowers_it():
 
 def test_best_child_breaks_ties_by_age_and_select_stops_at_unexpanded():
     tree = Tree(sample_id="a", task="sat2", frame=FRAME)
-    cfg = SearchConfig(children=2)
+    cfg = SearchConfig(children=2, max_children=0, widen_alpha=0.0)  # no widening: two children fill the budget
     assert [n.id for n in select_path(tree, cfg)] == [0]  # root not expanded yet
     a = tree.add(tree.root, kind="think", point=(1, 1))
     tree.add(tree.root, kind="think", point=(2, 2))
