@@ -121,6 +121,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest step checkpoints kept (the final model is always kept)
     log_every: int = 1  # optimizer steps between metric records
     num_workers: int = 2  # DataLoader workers decoding images (SFT); 0 = in the main process
+    encode_cache_mb: int = 1024  # SFT: encoded rows (pixels, tokens) kept for later epochs, MiB in all; 0 = off
     shuffle: bool = True
     seed: int = 0
     report_to: str = "none"  # comma list of trackers: tensorboard, wandb, trackio, mlflow (none = metrics.jsonl only)
