@@ -153,6 +153,7 @@ class TrainConfig:
             (self.lora_r >= 0, f"train.lora_r: must be >= 0, got {self.lora_r}"),
             (self.keep_checkpoints >= 1, f"train.keep_checkpoints: must be >= 1, got {self.keep_checkpoints}"),
             (self.log_every >= 1, f"train.log_every: must be >= 1, got {self.log_every}"),
+            (self.encode_cache_mb >= 0, f"train.encode_cache_mb: must be >= 0, got {self.encode_cache_mb}"),
         ]
         g = self.grpo
         g.loss_type = LOSS_TYPE_ALIASES.get(str(g.loss_type).strip().lower(), str(g.loss_type).strip().lower())
