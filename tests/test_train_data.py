@@ -96,6 +96,35 @@ def test_sft_labels_are_exactly_the_assistant_chain(processor, tmp_path):
     assert torch.equal(left["input_ids"][0, -lens[0]:], rows[0]["input_ids"])
 
 
+def test_encode_cache_reuses_rows_within_its_byte_budget(processor, tmp_path):
+    from mcts_engine.train.data import SFT_REQUIRED, RowSource, SFTDataset, SpecialIds, collate, worker_cache_bytes
+
+    path = write_parquet(sft_rows(4, frame=(84, 56)), tmp_path / "sft.parquet")
+    src = RowSource(path, SFT_REQUIRED, "SFT")
+    ids = SpecialIds.from_processor(processor)
+    plain = SFTDataset(src, processor, ids)
+    one = sum(t.numel() * t.element_size() for t in plain[0].values())
+    assert not plain._cache and plain.cached_bytes == 0  # 0 bytes: off
+    ds = SFTDataset(src, processor, ids, cache_bytes=2 * one + one // 2)  # room for two rows of this size
+    calls = []
+    real_row = src.row
+    src.row = lambda i, cols=None: (calls.append(i), real_row(i, cols))[1]
+    first = [ds[i] for i in range(4)]
+    assert sorted(ds._cache) == [0, 1] and ds.cached_bytes == 2 * one <= ds.cache_bytes  # fills, then stops
+    again = [ds[i] for i in range(4)]
+    assert calls == [0, 1, 2, 3, 2, 3]  # rows 0 and 1 served from the cache, 2 and 3 encoded again
+    assert again[0] is first[0] and again[2] is not first[2]
+    for a, b in zip(first, again):  # the same encodings either way
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    batch = collate(again[:2], ids.pad)  # the batch owns its tensors: writing it leaves the cache intact
+    batch["pixel_values"].zero_()
+    batch["input_ids"].zero_()
+    fresh = plain[0]
+    assert all(torch.equal(ds[0][k], fresh[k]) for k in fresh)
+    assert worker_cache_bytes(1024, 0) == 2**30 and worker_cache_bytes(1024, 4) == 2**28
+    assert worker_cache_bytes(-1, 2) == 0
+
+
 def test_processor_is_widened_to_the_frames_and_rows_too_long_are_skipped(processor, tmp_path):
     from mcts_engine.train.data import SFT_REQUIRED, RowSource, frames_of, scan
     from mcts_engine.train.model import fit_processor_to_frames, image_pixel_bounds

@@ -170,3 +170,30 @@ def test_resume_refuses_a_planted_pickle_in_one_line(tiny, data, tmp_path):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert lines[-1].startswith("mcts-engine train: ") and "refusing to load" in lines[-1]
     assert "Traceback" not in res.output
+
+
+def test_cpu_optimizer_is_fused_adamw_with_the_loop_versions_steps():
+    """On CPU the optimizer is torch's fused AdamW (as TRL's Trainer picks by default); its steps equal the
+    per-tensor loop's within float tolerance, so the change is speed only."""
+    from mcts_engine.train.optim import build_optimizer
+    from mcts_engine.train.runtime import setup_runtime
+
+    cfg = train_config_from_recipe({"train": {"lr": 1e-2, "weight_decay": 0.1}})
+    rt = setup_runtime(cfg, "cpu")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5))
+    twin = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5))
+    twin.load_state_dict(model.state_dict())
+    fused = build_optimizer(model, cfg, rt)
+    assert fused.defaults["fused"] is True
+    loop = torch.optim.AdamW([{"params": [twin[0].weight], "weight_decay": 0.1},
+                              {"params": [twin[0].bias, twin[1].weight, twin[1].bias], "weight_decay": 0.0}],
+                             lr=1e-2, foreach=False)
+    x = torch.randn(8, 6)
+    for _ in range(5):
+        for m, opt in ((model, fused), (twin, loop)):
+            m(x).pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

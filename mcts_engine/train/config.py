@@ -121,6 +121,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest step checkpoints kept (the final model is always kept)
     log_every: int = 1  # optimizer steps between metric records
     num_workers: int = 2  # DataLoader workers decoding images (SFT); 0 = in the main process
+    encode_cache_mb: int = 1024  # SFT: encoded rows (pixels, tokens) kept for later epochs, MiB in all; 0 = off
     shuffle: bool = True
     seed: int = 0
     report_to: str = "none"  # comma list of trackers: tensorboard, wandb, trackio, mlflow (none = metrics.jsonl only)
@@ -152,6 +153,7 @@ class TrainConfig:
             (self.lora_r >= 0, f"train.lora_r: must be >= 0, got {self.lora_r}"),
             (self.keep_checkpoints >= 1, f"train.keep_checkpoints: must be >= 1, got {self.keep_checkpoints}"),
             (self.log_every >= 1, f"train.log_every: must be >= 1, got {self.log_every}"),
+            (self.encode_cache_mb >= 0, f"train.encode_cache_mb: must be >= 0, got {self.encode_cache_mb}"),
         ]
         g = self.grpo
         g.loss_type = LOSS_TYPE_ALIASES.get(str(g.loss_type).strip().lower(), str(g.loss_type).strip().lower())

@@ -410,14 +410,39 @@ def collate(rows: list[dict[str, torch.Tensor]], pad_id: int, left: bool = False
 
 
 class SFTDataset(torch.utils.data.Dataset):
-    """Map-style dataset over the kept rows of an SFT parquet (encoding happens in DataLoader workers)."""
+    """Map-style dataset over the kept rows of an SFT parquet (encoding happens in DataLoader workers).
 
-    def __init__(self, source: RowSource, processor: Any, ids: SpecialIds) -> None:
+    A row's encoding (tokens, pixels, masks) depends only on the row, so the first ``cache_bytes`` of encodings
+    are kept and reused when the row comes round again (the next epoch): decoding the images and running the
+    processor is skipped. The cache fills in first-seen order and then stops growing (no eviction: under shuffled
+    epochs every row is equally likely next, so keeping the first ones hits as often as any policy, at no
+    bookkeeping cost). Memory is bounded by ``cache_bytes`` per process (each DataLoader worker holds its own
+    share: :func:`worker_cache_bytes`); 0 turns it off. Callers must not modify the returned tensors in place
+    (``collate`` copies them into new batch tensors)."""
+
+    def __init__(self, source: RowSource, processor: Any, ids: SpecialIds, cache_bytes: int = 0) -> None:
         self.source, self.processor, self.ids = source, processor, ids
+        self.cache_bytes = max(0, int(cache_bytes))
+        self.cached_bytes = 0
+        self._cache: dict[int, dict[str, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        hit = self._cache.get(i)
+        if hit is not None:
+            return hit
         row = self.source.row(i, ("messages", "images"))
-        return encode_sft_row(row, self.processor, self.ids, self.source.where(i, "messages"))
+        enc = encode_sft_row(row, self.processor, self.ids, self.source.where(i, "messages"))
+        size = sum(t.numel() * t.element_size() for t in enc.values())
+        if self.cached_bytes + size <= self.cache_bytes:
+            self._cache[i] = enc
+            self.cached_bytes += size
+        return enc
+
+
+def worker_cache_bytes(cache_mb: int, workers: int) -> int:
+    """Each loader process's share of the ``train.encode_cache_mb`` budget (workers each hold a copy of the
+    dataset, so the budget is split to keep the total bounded)."""
+    return max(0, cache_mb) * 2**20 // max(1, workers)

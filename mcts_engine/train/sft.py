@@ -25,7 +25,17 @@ from typing import Any
 import torch
 
 from .config import RunArgs, TrainConfig
-from .data import SFT_REQUIRED, RowSource, SFTDataset, SpecialIds, collate, frames_of, report_scan, scan
+from .data import (
+    SFT_REQUIRED,
+    RowSource,
+    SFTDataset,
+    SpecialIds,
+    collate,
+    frames_of,
+    report_scan,
+    scan,
+    worker_cache_bytes,
+)
 from .logprobs import TokenScorer, batch_to, model_inputs
 from .model import TrainSetupError, build_policy, count_parameters, fit_processor_to_frames, load_processor, save_pretrained
 from .runtime import (
@@ -202,8 +212,9 @@ def _run(args: RunArgs, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
                      "world": rt.world, "device": str(rt.device)})
 
     # --- loop --------------------------------------------------------------------------------
-    loader = make_loader(SFTDataset(train_src, processor, ids), StepBatches(train_scan.kept, cfg, rt, start, steps),
-                         ids.pad, cfg.num_workers, cfg.seed + start)
+    dataset = SFTDataset(train_src, processor, ids, worker_cache_bytes(cfg.encode_cache_mb, cfg.num_workers))
+    loader = make_loader(dataset, StepBatches(train_scan.kept, cfg, rt, start, steps), ids.pad, cfg.num_workers,
+                         cfg.seed + start)
     batches = iter(loader)
     last_loss = float("nan")
     eval_loss = None
