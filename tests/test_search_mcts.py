@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import math
 
 import pytest
 
 from mcts_engine.config import SearchConfig
 from mcts_engine.frame import Frame
+from mcts_engine.grounding import parse_step
 from mcts_engine.samples import EncodedImage, Sample
 from mcts_engine.search.mcts import TreeSearch, backup, best_child, check_step, select_path, uct
 from mcts_engine.search.tree import Tree
-from mcts_engine.grounding import parse_step
 from mcts_engine.tasks import get_task
-from mcts_engine.teachers.base import Continuation, PromptState, PromptContext, TeacherError, TeacherReply
+from mcts_engine.teachers.base import Continuation, PromptContext, PromptState, TeacherError, TeacherReply
 
 FRAME = Frame(width=280, height=224, orig_width=560, orig_height=448)
 
@@ -93,17 +92,18 @@ def test_uct_matches_reference_formula_and_virtual_loss_lowers_it():
     a = tree.add(root, kind="think", point=(1, 1))
     b = tree.add(root, kind="think", point=(2, 2))
     root.visits, a.visits, a.value_sum, b.visits, b.value_sum = 10, 6, 3.0, 4, 2.0
-    expect_a = 0.5 + 2.0 * math.sqrt(math.log(11) / 7)
-    assert uct(a, root, 2.0, 1.0) == pytest.approx(expect_a)
-    # Unvisited children get Q = 0 and the largest exploration bonus.
+    # by hand: Q = 3/6 = 0.5; ln(10 + 1) = 2.397895; / (6 + 1) = 0.342556; sqrt = 0.585283; × 2 = 1.170566
+    assert uct(a, root, 2.0, 1.0) == pytest.approx(1.670566, abs=1e-6)
+    # Unvisited children get Q = 0 and the largest exploration bonus: 2 × sqrt(2.397895 / 1) = 3.097028.
     c = tree.add(root, kind="think", point=(3, 3))
-    assert uct(c, root, 2.0, 1.0) == pytest.approx(2.0 * math.sqrt(math.log(11) / 1))
+    assert uct(c, root, 2.0, 1.0) == pytest.approx(3.097028, abs=1e-6)
     # Virtual loss: one pending simulation through b counts as a visit of value 0.
     before = uct(b, root, 2.0, 1.0)
     b.pending = 1
     after = uct(b, root, 2.0, 1.0)
     assert after < before
-    assert after == pytest.approx(2.0 / 5 + 2.0 * math.sqrt(math.log(11) / 6))
+    # by hand: Q = 2 / (4 + 1) = 0.4; 2 × sqrt(2.397895 / 6) = 2 × 0.632178 = 1.264356
+    assert after == pytest.approx(1.664356, abs=1e-6)
 
 
 def test_best_child_breaks_ties_by_age_and_select_stops_at_unexpanded():
@@ -111,8 +111,14 @@ def test_best_child_breaks_ties_by_age_and_select_stops_at_unexpanded():
     cfg = SearchConfig(children=2, max_children=0, widen_alpha=0.0)  # no widening: two children fill the budget
     assert [n.id for n in select_path(tree, cfg)] == [0]  # root not expanded yet
     a = tree.add(tree.root, kind="think", point=(1, 1))
-    tree.add(tree.root, kind="think", point=(2, 2))
+    b = tree.add(tree.root, kind="think", point=(2, 2))
+    assert best_child(tree, tree.root, 2.0, 1.0) is a  # a tie: the older child
+    # distinct values: b (Q 1.0) beats a (Q 0.0) at the same visits; with more visits on b, a's bonus wins
+    tree.root.visits, a.visits, a.value_sum, b.visits, b.value_sum = 2, 1, 0.0, 1, 1.0
+    assert best_child(tree, tree.root, 2.0, 1.0) is b
+    tree.root.visits, b.visits, b.value_sum = 21, 20, 10.0  # b: 0.5 + 2·sqrt(ln 22 / 21) = 1.2673; a: 0 + 2·sqrt(ln 22 / 2) = 2.4864
     assert best_child(tree, tree.root, 2.0, 1.0) is a
+    a.visits = a.value_sum = b.visits = b.value_sum = tree.root.visits = 0
     # Two rollout children already fill the budget of 2: the root counts as expanded.
     path = select_path(tree, cfg)
     assert tree.root.expanded and [n.id for n in path] == [0, a.id]
@@ -158,10 +164,10 @@ def test_search_keeps_every_generated_step_and_backs_up_visits():
     assert {n.source for n in tree.nodes[1:]} == {"expand", "rollout"}
     # Visits at the root equal the number of leaf evaluations backed up.
     evaluations = sum(1 for n in tree.nodes if n.terminal for _ in range(n.visits))
-    assert tree.root.visits >= evaluations > 0
-    for node in tree.nodes:
+    assert tree.root.visits == evaluations > 0
+    for node in tree.nodes:  # no rejections here: every backup passes through exactly one child
         if node.children:
-            assert node.visits >= sum(tree.nodes[c].visits for c in node.children)
+            assert node.visits == sum(tree.nodes[c].visits for c in node.children)
     assert tree.solved
     assert tree.stats["calls"] == len(teacher.calls)
 
@@ -211,8 +217,8 @@ def test_repeated_point_rollout_step_is_retried():
 
 def test_budget_and_early_stop():
     teacher = ScriptedTeacher(distinct_steps)
-    _, search = run_search(teacher, simulations=50, max_calls=7)
-    assert len(teacher.calls) <= 7
+    tree, search = run_search(teacher, simulations=50, max_calls=7)
+    assert len(teacher.calls) == 7 and search.counters.calls == 7 and tree.stats["stop"] == "max_calls"
     teacher2 = ScriptedTeacher(lambda s, i, k: "<answer> left </answer>")
     _, search2 = run_search(teacher2, simulations=8, early_stop="solved")
     assert search2.counters.simulations == 1 and len(teacher2.calls) == 1

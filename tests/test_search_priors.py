@@ -11,6 +11,7 @@ import random
 import urllib.request
 
 import pytest
+from test_search_mcts import FRAME, ScriptedTeacher, make_ctx, run_search
 
 from mcts_engine.config import TeacherConfig
 from mcts_engine.grounding import parse_step
@@ -19,8 +20,6 @@ from mcts_engine.search.mcts import check_step
 from mcts_engine.search.select import best_child, priors, puct
 from mcts_engine.search.tree import Tree
 from mcts_engine.teachers.base import Continuation, PromptState, TeacherReply
-
-from test_search_mcts import FRAME, ScriptedTeacher, make_ctx, run_search
 
 
 class LogprobTeacher(ScriptedTeacher):

@@ -10,11 +10,10 @@ from PIL import Image
 
 from mcts_engine.export.config import ExportConfig
 from mcts_engine.export.linearize import Linearizer
-from mcts_engine.export.run import export_run
 from mcts_engine.export.report import build_report
+from mcts_engine.export.run import export_run
 from mcts_engine.search.tree import Tree
 from mcts_engine.tasks import get_task
-
 from mcts_engine.testing.synthetic_runs import make_run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from test_search_mcts import FRAME, ScriptedTeacher, distinct_steps, make_ctx, run_search
 
 from mcts_engine.config import ConfigError, SearchConfig, from_dict
 from mcts_engine.search.mcts import TreeSearch, select_path
@@ -12,8 +13,6 @@ from mcts_engine.search.select import close_all, refresh_closed
 from mcts_engine.search.stopping import distinct_correct, early_stop_reached, enough
 from mcts_engine.search.tree import Tree
 from mcts_engine.teachers.base import PromptState
-
-from test_search_mcts import FRAME, ScriptedTeacher, distinct_steps, make_ctx, run_search
 
 
 def hand_tree() -> Tree:

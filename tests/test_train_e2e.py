@@ -6,8 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
-from mcts_engine.testing.tiny_model import build_tiny_model
 from mcts_engine.cli import app
+from mcts_engine.testing.tiny_model import build_tiny_model
 
 runner = CliRunner()
 

@@ -157,10 +157,10 @@ def scripted_rollout(processor, prompts, group: int):
 
 
 def test_rollout_loop_zooms_ends_on_bad_calls_and_forces_the_last_turn(processor, mt_prompts):
-    from mcts_engine.zoom.environment import zoom
     from mcts_engine.train.data import encode, normalize_messages, render
     from mcts_engine.train.multiturn import episode_stats, turn_record
     from mcts_engine.train.rewards import score_turns, task_for
+    from mcts_engine.zoom.environment import zoom
 
     _, prompts = mt_prompts
     eps, metas, ids = scripted_rollout(processor, prompts, group=len(PLANS))

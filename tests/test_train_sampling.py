@@ -89,11 +89,11 @@ def test_sampling_config_is_explicit_and_recorded():
 
 def test_single_turn_rollouts_stop_where_the_eval_stops():
     # Guards item 2: single-turn rollouts had no stop string, so a second answer block could follow the first.
+    import dataclasses
+
     from mcts_engine.grounding import CHAIN_STOPS
     from mcts_engine.teachers.base import PromptContext, PromptState, stop_sequences
     from mcts_engine.train.rollout import SingleTurn, _cut_text
-
-    import dataclasses
 
     fields = {f.name: None for f in dataclasses.fields(PromptContext)
               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -153,7 +153,7 @@ def test_stop_string_criterion_stops_exactly_when_the_text_holds_a_stop(penalize
         gen = tok.encode(text, add_special_tokens=False)
         for n in range(len(gen) + 1):
             row = torch.tensor([prompt + gen[:n]])
-            def holds(k, s):
+            def holds(k, s, gen=gen):
                 return s in tok.decode(gen[:k], skip_special_tokens=False)
 
             want = n > 0 and any(holds(n, s) and not holds(n - 1, s) for s in stops)

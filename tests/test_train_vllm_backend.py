@@ -5,9 +5,8 @@ tokenized by the tiny model's own tokenizer. Real GRPO steps run on the tiny mod
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import sys
 import types
 from dataclasses import dataclass, field
@@ -273,8 +272,8 @@ def test_grpo_step_generates_on_vllm_and_syncs_updated_weights(tiny, tokenizer, 
 
 def test_multiturn_turns_go_through_the_engine_with_all_images(tiny, tokenizer, tmp_path, monkeypatch):
     from mcts_engine.config import MultiTurnConfig
-    from mcts_engine.zoom.environment import MULTITURN_STOPS, zoom
     from mcts_engine.train.data import GRPO_REQUIRED, RowSource, SpecialIds, decode_images
+    from mcts_engine.zoom.environment import MULTITURN_STOPS, zoom
 
     def script(prompt: str, k: int) -> str:
         return "<answer> left </answer>" if "Zoomed view around" in prompt else tool_turn((20 + 40 * k, 30))

@@ -52,10 +52,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import SearchConfig
-from ..zoom.environment import check_tool_step
 from ..grounding import ParsedStep, Point, parse_step
-from ..teachers.base import Continuation, StepObservation, PromptState, Teacher, TeacherError, Turn, observes_inline
+from ..teachers.base import Continuation, PromptState, StepObservation, Teacher, TeacherError, Turn, observes_inline
 from ..verifiers import Verdict
+from ..zoom.environment import check_tool_step
 from . import select
 from .points import check_step, min_distance, near
 from .select import backup, close_all, open_children, puct, refresh_closed, uct

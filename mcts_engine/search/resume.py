@@ -33,7 +33,7 @@ from typing import Any
 from ..frame import Frame
 from ..grounding import Point
 from ..samples import EncodedImage
-from ..teachers.base import StepObservation, PromptState, Teacher, TeacherReply, Turn
+from ..teachers.base import PromptState, StepObservation, Teacher, TeacherReply, Turn
 from .mcts import SearchCounters
 from .tree import Node, Tree
 

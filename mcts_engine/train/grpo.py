@@ -87,7 +87,6 @@ from .multiturn import (
 from .prompts import PromptSet, prompt_stream  # noqa: F401  (PromptSet: the tests' import path)
 from .rewards import score_completion, score_turns, task_for
 from .rollout import RolloutBackend, SingleTurn, rollout
-from .sampling import Sampling, describe, model_eos
 from .runtime import (
     Metrics,
     Runtime,
@@ -103,6 +102,7 @@ from .runtime import (
     setup_runtime,
     wrap,
 )
+from .sampling import Sampling, describe, model_eos
 
 log = logging.getLogger("mcts_engine.train")
 

@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ConfigError, MultiTurnConfig, from_dict
-from ..zoom.environment import MULTITURN_STOPS, crop_output_size, observation_text
-from ..protocol import final_turn, observation_template
-from ..zoom.environment import observe as environment_observe
 from ..frame import Frame
 from ..grounding import parse_step
+from ..protocol import final_turn, observation_template
+from ..teachers.base import Continuation
+from ..zoom.environment import MULTITURN_STOPS, crop_output_size, observation_text
+from ..zoom.environment import observe as environment_observe
 from ..zoom.episode import ZoomEpisode as TurnRecord
 from ..zoom.episode import take_turn
-from ..teachers.base import Continuation
 from .data import TURN_END, SpecialIds, encode, image_tokens, normalize_messages, render
 from .model import TrainSetupError
 from .rollout import Episode, Observation

@@ -34,8 +34,8 @@ from torch import nn
 
 from .config import TrainConfig
 from .model import TrainSetupError
-from .trackers import Metrics, require_trackers  # noqa: F401  (the trainers import them from here)
 from .optim import MasterWeightsAdamW, build_optimizer, build_scheduler, clip_and_norm, lr_factor  # noqa: F401
+from .trackers import Metrics, require_trackers  # noqa: F401  (the trainers import them from here)
 
 log = logging.getLogger("mcts_engine.train")
 
