@@ -58,6 +58,8 @@ class TeacherConfig:
     model: str = "Qwen/Qwen2.5-VL-72B-Instruct"  # the served model name
     api_key_env: str = "OPENAI_API_KEY"  # read at run time; never stored in the run directory
     temperature: float = 1.0  # sampling temperature of every request
+    # the temperature of a request whose reply must be the final answer (the last allowed turn); null = temperature
+    final_temperature: float | None = None
     top_p: float = 1.0  # nucleus sampling
     max_tokens: int = 256  # per step
     concurrency: int = 64  # requests in flight

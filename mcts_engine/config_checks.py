@@ -38,6 +38,7 @@ _OPEN_FORMS: dict[Any, tuple[str, Any]] = {  # open form → (how an error names
 _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "limit": (1, None, False),
     "teacher.temperature": (0, None, False),
+    "teacher.final_temperature": (0, None, False),
     "teacher.top_p": (0, 1, True),
     "teacher.max_tokens": (1, None, False),
     "teacher.concurrency": (1, None, False),

@@ -476,3 +476,13 @@ def test_choice_logprob_sums_tokens_and_is_none_when_absent():
     assert choice_logprob({}) is None
     assert choice_logprob({"logprobs": {"content": []}}) is None
     assert choice_logprob({"logprobs": {"content": [{"token": "a"}]}}) is None
+
+
+def test_final_temperature_applies_to_the_forced_answer_request_only():
+    """teacher.final_temperature (e.g. 0: a greedy last turn, as the released ViGoRL evaluation samples it)."""
+    state = PromptState(_ctx()).child(Turn(STEP))
+    for final, want in ((None, [0.7, 0.7]), (0.0, [0.7, 0.0])):
+        t = OpenAITeacher(TeacherConfig(kind="openai", base_url="http://127.0.0.1:9/v1", model="m", temperature=0.7,
+                                        final_temperature=final))
+        temps = [json.loads(t.request_body(s, 1)[0])["temperature"] for s in (state, state.forced())]
+        assert temps == want

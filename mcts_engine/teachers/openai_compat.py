@@ -214,7 +214,7 @@ class OpenAITeacher:
                 }
             )
         self._http: HTTPTransport | None = None
-        self._params: dict[tuple[int, bool, tuple[str, ...]], bytes] = {}
+        self._params: dict[tuple[int, bool, tuple[str, ...], bool], bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sem: asyncio.Semaphore | None = None
         self._inflight = [0] * len(self.urls)
@@ -346,15 +346,18 @@ class OpenAITeacher:
             await self._http.aclose()
 
     # --- requests ----------------------------------------------------------------------------
-    def _param_bytes(self, n: int, cont: bool, stops: tuple[str, ...]) -> bytes:
-        key = (n, cont, stops)
+    def _param_bytes(self, n: int, cont: bool, stops: tuple[str, ...], final: bool = False) -> bytes:
+        """The request's parameters as JSON bytes (cached per shape); ``final``: the reply must be the answer, so
+        ``teacher.final_temperature`` applies when set."""
+        key = (n, cont, stops, final)
         b = self._params.get(key)
         if b is None:
             c = self.cfg
+            temperature = c.final_temperature if final and c.final_temperature is not None else c.temperature
             params: dict[str, Any] = {
                 "model": c.model,
                 "n": n,
-                "temperature": c.temperature,
+                "temperature": temperature,
                 "top_p": c.top_p,
                 "max_tokens": c.max_tokens,
                 "stop": list(stops),
@@ -376,7 +379,7 @@ class OpenAITeacher:
         if head is None:
             head = ctx.cache[HEAD_CACHE_KEY] = _dumps(head_messages(ctx))[1:-1]
         tail, cont, prefill = tail_messages(state, self.cfg.prompt_style)
-        params = self._param_bytes(n, cont, stop_sequences(state))
+        params = self._param_bytes(n, cont, stop_sequences(state), state.force_answer)
         if tail:
             body = b"".join((b'{"messages":[', head, b",", _dumps(tail)[1:-1], b"]", params))
         else:

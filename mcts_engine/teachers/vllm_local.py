@@ -113,10 +113,12 @@ class VLLMTeacher:
         self._pending.clear()
 
     # --- requests ----------------------------------------------------------------------------
-    def _sampling(self, n: int, stops: tuple[str, ...]) -> Any:
+    def _sampling(self, n: int, stops: tuple[str, ...], final: bool = False) -> Any:
+        """``final``: the reply must be the answer (``teacher.final_temperature`` applies when set)."""
         c = self.cfg
+        temperature = c.final_temperature if final and c.final_temperature is not None else c.temperature
         return self._vllm.SamplingParams(
-            n=n, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, stop=list(stops), **self.sampling_extra
+            n=n, temperature=temperature, top_p=c.top_p, max_tokens=c.max_tokens, stop=list(stops), **self.sampling_extra
         )
 
     async def complete(self, state: PromptState, n: int) -> TeacherReply:
@@ -128,7 +130,7 @@ class VLLMTeacher:
             self._batcher = loop.create_task(self._run())
         messages, cont, prefill = build_messages(state, self.cfg.prompt_style)
         fut: asyncio.Future = loop.create_future()
-        self._pending.append((messages, self._sampling(n, stop_sequences(state)), cont, fut))
+        self._pending.append((messages, self._sampling(n, stop_sequences(state), state.force_answer), cont, fut))
         assert self._wake is not None
         self._wake.set()
         t0 = time.perf_counter()
