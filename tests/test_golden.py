@@ -9,7 +9,8 @@ When a change is MEANT to alter these outputs, regenerate them and review the di
     python tests/test_golden.py          # rewrites tests/golden/<case>/{trees,export_*}.jsonl
 
 What is compared: every tree record without its wall-clock fields (``stats.seconds``) and every row of the
-``jsonl`` export of every kind (images are compared by file name, which is their content hash).
+``jsonl`` export of every kind (images are compared by file name, which is their content hash). Trees and rows are
+exported in sample-id order: the order samples finish in is decided by threads, not by the seed.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def _export_rows(run: Path) -> dict[str, list]:
 def produce(name: str, where: Path) -> tuple[list[dict], dict[str, list]]:
     run = where / name
     _cli("generate", "--no-progress", "--out", str(run), *CASES[name])
+    # trees.jsonl is in the order samples finished, which threads decide (not the seed): export in sample order
+    trees_file = run / "trees.jsonl"
+    lines = trees_file.read_text().splitlines(keepends=True)
+    trees_file.write_text("".join(sorted(lines, key=lambda line: json.loads(line)["sample_id"])))
     return _normalized_trees(run), _export_rows(run)
 
 

@@ -377,7 +377,7 @@ def test_generate_export_sft_grpo_multiturn_from_the_cli(tiny, tmp_path, monkeyp
     run, exp = tmp_path / "run", tmp_path / "export"
     cli("generate", "--recipe", "vstar_multiturn", "--limit", "3", "--out", str(run), "--seed", "1", "--no-progress",
         "--set", "teacher.max_pixels=50176", "--set", "multiturn.crop_offset=28", "--set", "multiturn.crop_size=56",
-        "--set", "search.max_depth=4", "--set", "search.simulations=3")
+        "--set", "search.max_depth=4", "--set", "search.simulations=6")  # enough for correct chains in both splits
     cli("export", "--run", str(run), "--out", str(exp), "--quiet")
     sft_train, grpo_train = exp / "sft_train.parquet", exp / "grpo_train.parquet"
 
