@@ -487,11 +487,17 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"stub_server: {exc}") from None
 
+    serve_forever(server, args.ready_file, f"(capacity {cfg.capacity}, latency {args.latency_ms} ms)")
+
+
+def serve_forever(server: StubServer, ready_file: str | None = None, note: str = "") -> None:
+    """Run ``server`` as this process until Ctrl-C: print where it listens, write its port to ``ready_file``."""
+
     async def serve() -> None:
         await server.start()
-        print(f"stub server listening on {server.url} (capacity {cfg.capacity}, latency {args.latency_ms} ms)", flush=True)
-        if args.ready_file:
-            with open(args.ready_file, "w") as fh:
+        print(f"stub server listening on {server.url} {note}".rstrip(), flush=True)
+        if ready_file:
+            with open(ready_file, "w") as fh:
                 fh.write(str(server.port))
         await asyncio.Event().wait()
 

@@ -207,9 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m mcts_engine.testing.truth_model --data samples.jsonl``: the stand-in server with the
     truth model of those samples (latency 0)."""
     import argparse
-    import asyncio
 
-    from .stub_server import StubConfig, StubServer
+    from .stub_server import StubConfig, StubServer, serve_forever
 
     ap = argparse.ArgumentParser(description="Stand-in OpenAI server answering with the truth model (benchmarks).")
     ap.add_argument("--data", required=True, help="samples JSONL (the truth: answers and key boxes)")
@@ -228,16 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     model = TruthModel(keys_from_jsonl(Path(args.data), args.task, args.image_root), tc)
     server = StubServer(StubConfig(seed=args.seed, replies=model), host=args.host, port=args.port)
 
-    async def serve() -> None:
-        await server.start()
-        if args.ready_file:
-            Path(args.ready_file).write_text(str(server.port))
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(server, args.ready_file, "(truth model)")
 
 
 if __name__ == "__main__":
