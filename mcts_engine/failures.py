@@ -59,13 +59,15 @@ def open_failures(records: Iterable[dict[str, Any]], finished: set[str] | None =
 
 
 def group_failures(failures: dict[str, str] | Iterable[tuple[str, str]]) -> list[FailureGroup]:
-    """``{sample id: reason}`` (or pairs) → groups by kind, the largest first (ties: by kind)."""
+    """``{sample id: reason}`` (or pairs) → groups by kind, the largest first (ties: by kind). A group's example
+    is its smallest sample id, so the same failures give the same lines whatever order samples failed in."""
     pairs = failures.items() if isinstance(failures, dict) else failures
     counts: dict[str, list[Any]] = {}
     for sid, reason in pairs:
         kind = failure_kind(reason, sid)
         if kind in counts:
             counts[kind][0] += 1
+            counts[kind][1] = min(counts[kind][1], sid)
         else:
             counts[kind] = [1, sid]
     return [FailureGroup(k, c, ex) for k, (c, ex) in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))]
