@@ -49,7 +49,8 @@ def test_report_renders_stats_failures_and_cards(tmp_path: Path) -> None:
     assert "66.7%" in html  # solve rate
     assert ">calls</td><td class=num>12<" in html and ">completion_tokens</td><td class=num>200<" in html
     # failures grouped by kind: an old record prefixed with its id groups with a new one
-    assert "<td>teacher error: HTTP 500</td><td class=num>2</td><td class=num>s9</td>" in html
+    # the example is the group's smallest sample id ("s10" < "s9")
+    assert "<td>teacher error: HTTP 500</td><td class=num>2</td><td class=num>s10</td>" in html
     assert "<td>x.jsonl:N: field &#x27;image&#x27; is missing</td><td class=num>1</td>" in html
     assert "point outside the frame" in html and "not valid JSON" in html
     assert "depth of answer nodes" in html and "branching" in html and "Solve rate per question type" in html
