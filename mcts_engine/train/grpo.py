@@ -263,6 +263,7 @@ def _loop(args: RunArgs, cfg: TrainConfig, rt: Runtime, out: Path, resume_from: 
         metrics.log({"event": "end", "step": steps, **{k: v for k, v in summary.items() if k != "method"}})
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     metrics.close()
+    rt.barrier()  # every rank leaves together: a process group torn down while a peer still runs can abort it
     return summary
 
 
