@@ -1,4 +1,4 @@
-"""Shared pytest setup: the ``slow`` marker for the fast subset.
+"""Shared pytest setup: the ``slow`` marker for the fast subset, and the fixtures several test files use.
 
 ``pytest -m "not slow"`` (under 3 minutes on 2 cores) leaves out the tests named below; CI runs everything
 (``pytest``). A test belongs here when it takes more than ~5 s on its own on a shared 2-core machine (measured with
@@ -37,3 +37,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if is_slow(item.nodeid):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny local Qwen2.5-VL (``mcts_engine.testing.tiny_model``), built once per test module."""
+    from mcts_engine.testing.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))

@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from mcts_engine.config import ConfigError
-from mcts_engine.testing.tiny_model import SYSTEM, build_tiny_model, chain, grpo_rows, png_bytes, sft_rows, write_parquet
+from mcts_engine.testing.tiny_model import SYSTEM, chain, grpo_rows, png_bytes, sft_rows, write_parquet
 from mcts_engine.train.config import TrainConfig, train_config_from_recipe
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from mcts_engine.testing.tiny_model import (
     MT_SYSTEM,
     QUESTION,
     ScriptedGenerate,
-    build_tiny_model,
     mt_grpo_rows,
     mt_sft_rows,
     observation_user,
@@ -26,11 +25,6 @@ from mcts_engine.testing.tiny_model import (
     write_mt_parquet,
 )
 from mcts_engine.train.config import RewardWeights, RunArgs, train_config_from_recipe
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,8 @@ import types
 
 import pytest
 
-from mcts_engine.testing.tiny_model import build_tiny_model, sft_rows, write_parquet
+from mcts_engine.testing.tiny_model import sft_rows, write_parquet
 from mcts_engine.train.config import RunArgs, train_config_from_recipe
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import torch
 from typer.testing import CliRunner
 
 from mcts_engine.testing.tiny_model import (
-    build_tiny_model,
     chain,
     grpo_rows,
     mt_grpo_rows,
@@ -27,11 +26,6 @@ from mcts_engine.testing.tiny_model import (
     write_parquet,
 )
 from mcts_engine.train.config import RunArgs, train_config_from_recipe
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
