@@ -32,7 +32,7 @@ from .protocol import final_turn, teacher_system
 from .samples import FrameCache, Sample, SampleError, load_samples, unique_samples, watch_downscale
 from .search.mcts import TreeSearch
 from .search.resume import Resumed, TrackedTeacher, resume
-from .search.scheduler import Aborted, run_bounded
+from .search.scheduler import MAX_CONSECUTIVE_TEACHER_FAILURES, Aborted, run_bounded
 from .search.tree import Tree
 from .store import INFLIGHT, TREES, DuplicateSample, RunError, RunLock, RunStore, StoreWriteError, check_run_dir, save_image
 from .store.checkpoints import Checkpointer, Interrupted, route_signals
@@ -44,9 +44,8 @@ from .zoom.environment import MULTITURN_STOPS
 from .zoom.observer import make_observer
 
 DATA_DIR = Path(__file__).resolve().parent / "sample_data"  # package data: the bundled sample sets
-# This many samples in a row with nothing usable from the teacher (the search raised TeacherError) means the
-# teacher is down: stop, keep the rest. A tree that got something despite errors is stored and resets the count.
-MAX_CONSECUTIVE_TEACHER_FAILURES = 8
+# MAX_CONSECUTIVE_TEACHER_FAILURES (search.scheduler) samples in a row with nothing usable from the teacher (the
+# search raised TeacherError) stop the run; a tree that got something despite errors is stored and resets the count.
 
 
 def default_data(task: str) -> Path:

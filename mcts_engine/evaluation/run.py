@@ -28,11 +28,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from ..search.scheduler import MAX_CONSECUTIVE_TEACHER_FAILURES
 from ..teachers.urls import public_urls
 
 # Keys of the teacher config that do not change what an eval computes (left out of the hash).
 _UNHASHED_TEACHER = ("base_url", "concurrency", "timeout_s", "max_retries", "api_key_env")
-MAX_CONSECUTIVE_TEACHER_FAILURES = 8
 _TASK = object()  # eval_config's default system: the task's student prompt
 # Teacher keys added after eval directories existed: left out of the record while they hold these defaults.
 _TEACHER_NEW = {"system_prompt": "task", "warn_downscale": 0.0}

@@ -15,6 +15,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+# This many samples (or eval items) in a row with nothing usable from the teacher means it is down: the run stops
+# (``Aborted``) and keeps what it finished. One threshold for generate and eval.
+MAX_CONSECUTIVE_TEACHER_FAILURES = 8
+
+
 class Aborted(RuntimeError):
     """The run stopped on purpose (e.g. the teacher is down); finished samples are kept."""
 
