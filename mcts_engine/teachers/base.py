@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..frame import Frame
-from ..grounding import ANSWER_CLOSE, ANSWER_OPEN, IMAGE_MARKER, STEP_STOPS
+from ..grounding import ANSWER_OPEN, CHAIN_STOPS, IMAGE_MARKER, STEP_STOPS
 from ..samples import EncodedImage, Sample
 from ..tasks.base import CONTINUE_PROMPT, FORCE_ANSWER_PROMPT, Task
 
@@ -84,8 +84,8 @@ class PromptState:
 
 def stop_sequences(state: PromptState) -> tuple[str, ...]:
     """What ends one reply: the context's step stops (``</think>``/``</answer>``, or ``</tool_call>``/
-    ``</answer>`` in the multi-turn variant), or only ``</answer>`` for a one-shot chain."""
-    return (ANSWER_CLOSE,) if state.one_shot else state.context.stop
+    ``</answer>`` in the multi-turn variant), or a one-shot chain's (``grounding.CHAIN_STOPS``, the trainer's too)."""
+    return CHAIN_STOPS if state.one_shot else state.context.stop
 
 
 @dataclass(frozen=True)
